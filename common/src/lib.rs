@@ -1,0 +1,23 @@
+//! I/O-free building blocks shared by every role: nothing here opens a file or a socket.
+
+pub mod handle;
+pub mod java;
+pub mod message_type;
+pub mod properties_file;
+pub mod record;
+pub mod time;
+pub mod validate;
+
+/// Property keys RocketMQ gives meaning to (`MessageConst`); names are the wire contract.
+pub mod keys {
+    pub const TAGS: &str = "TAGS";
+    pub const KEYS: &str = "KEYS";
+    pub const UNIQ_KEY: &str = "UNIQ_KEY";
+    pub const SHARDING_KEY: &str = "__SHARDINGKEY";
+    pub const BORN_HOST: &str = "__BORNHOST";
+    pub const MSG_TYPE: &str = "MSG_TYPE";
+    pub const TIMER_DELIVER_MS: &str = "TIMER_DELIVER_MS";
+    pub const TRAN_MSG: &str = "TRAN_MSG";
+    pub const TRACE_CONTEXT: &str = "TRACE_CONTEXT";
+    pub const WAIT: &str = "WAIT";
+}

@@ -1,0 +1,53 @@
+//! Store-node errors. Each variant names the v2 `Code` it becomes at the protocol edge.
+
+use rmq_proto::v2::Code;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("topic {0} does not exist")]
+    TopicNotFound(String),
+    #[error("consumer group {0} does not exist")]
+    GroupNotFound(String),
+    #[error("topic {0} is not writable")]
+    NotWritable(String),
+    #[error("topic {0} is not readable")]
+    NotReadable(String),
+    #[error("queue {queue} does not exist in topic {topic}")]
+    NoSuchQueue { topic: String, queue: i32 },
+    #[error("message body of {size} bytes exceeds the limit of {limit} bytes")]
+    BodyTooLarge { size: usize, limit: usize },
+    #[error("invalid receipt handle: {0}")]
+    InvalidHandle(&'static str),
+    #[error("illegal argument: {0}")]
+    BadRequest(String),
+    #[error("flush did not complete within {0} ms")]
+    FlushTimeout(u64),
+    #[error("this store node is a slave and does not accept writes")]
+    NotMaster,
+    #[error("store is shutting down")]
+    ShuttingDown,
+    #[error("record encoding failed: {0}")]
+    Record(#[from] rmq_common::record::RecordError),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl StoreError {
+    pub fn code(&self) -> Code {
+        match self {
+            Self::TopicNotFound(_) => Code::TopicNotFound,
+            Self::GroupNotFound(_) => Code::ConsumerGroupNotFound,
+            Self::NotWritable(_) | Self::NotReadable(_) => Code::Forbidden,
+            Self::NoSuchQueue { .. } | Self::BadRequest(_) => Code::BadRequest,
+            Self::BodyTooLarge { .. } => Code::MessageBodyTooLarge,
+            Self::InvalidHandle(_) => Code::InvalidReceiptHandle,
+            Self::FlushTimeout(_) => Code::MasterPersistenceTimeout,
+            Self::NotMaster => Code::Forbidden,
+            Self::ShuttingDown => Code::InternalServerError,
+            Self::Record(_) => Code::BadRequest,
+            Self::Io(_) => Code::InternalServerError,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;

@@ -1,0 +1,84 @@
+//! The store node: holds a commitlog replica and everything derived from it, and serves the
+//! internal store API that proxies and `mqadmin` use.
+
+pub mod commitlog;
+pub mod config;
+pub mod error;
+pub mod flush;
+pub mod metrics;
+pub mod queues;
+pub mod registration;
+pub mod service;
+pub mod state;
+pub mod store;
+
+pub use config::StoreConfig;
+pub use service::StoreGrpc;
+pub use store::Store;
+
+use rmq_proto::store::store_service_server::StoreServiceServer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Inbound message limit: a 4 MiB body plus properties, with generous room for batches.
+pub const MAX_GRPC_MESSAGE: usize = 256 * 1024 * 1024;
+
+pub fn grpc_service(store: Arc<Store>) -> StoreServiceServer<StoreGrpc> {
+    StoreServiceServer::new(StoreGrpc::new(store))
+        .max_decoding_message_size(MAX_GRPC_MESSAGE)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE)
+}
+
+/// Opens the store, binds `listenPort`, registers with the name servers and serves until
+/// `shutdown` flips to true. Returns the opened store through `ready` once listening.
+pub async fn run(
+    cfg: StoreConfig,
+    bind_host: &str,
+    shutdown: watch::Receiver<bool>,
+    ready: Option<tokio::sync::oneshot::Sender<Arc<Store>>>,
+) -> std::io::Result<()> {
+    let store = Store::open(cfg.clone()).map_err(std::io::Error::other)?;
+    let addr: SocketAddr = format!("{bind_host}:{}", cfg.listen_port)
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let sampler = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                store.stats.sample();
+            }
+        })
+    };
+    let regs = registration::spawn(store.clone(), shutdown.clone());
+    println!(
+        "The broker[{}, {}] boot success. serializeType=JSON{}",
+        cfg.broker_name,
+        cfg.advertised_addr(),
+        if cfg.namesrv_addr.is_empty() {
+            String::new()
+        } else {
+            format!(" and name server is {}", cfg.namesrv_addr.join(";"))
+        }
+    );
+    if let Some(tx) = ready {
+        let _ = tx.send(store.clone());
+    }
+    let mut sd = shutdown.clone();
+    let result = tonic::transport::Server::builder()
+        .add_service(grpc_service(store.clone()))
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
+            let _ = sd.wait_for(|v| *v).await;
+        })
+        .await;
+    for r in regs {
+        let _ = tokio::time::timeout(Duration::from_secs(3), r).await;
+    }
+    sampler.abort();
+    store.shutdown();
+    result.map_err(std::io::Error::other)
+}
