@@ -1,0 +1,218 @@
+//! How the proxy finds store nodes: routes from any name server (cached briefly), and one
+//! connection per store node. In standalone mode the local store is called in-process.
+
+use crate::error::ProxyError;
+use parking_lot::Mutex;
+use rmq_proto::namesrv::namesrv_service_client::NamesrvServiceClient;
+use rmq_proto::namesrv::{BrokerData, ClusterInfoRequest, GetRouteRequest, QueueData};
+use rmq_proto::store::store_service_client::StoreServiceClient;
+use rmq_proto::store::store_service_server::StoreService;
+use rmq_proto::store::{
+    AckRequest, AckResponse, AppendRequest, AppendResponse, ChangeInvisibleRequest, ChangeInvisibleResponse,
+    GetGroupRequest, GetGroupResponse, GetTopicRequest, GetTopicResponse, PopRequest, PopResponse,
+};
+use rmq_proto::v2::Code;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint};
+
+const ROUTE_TTL: Duration = Duration::from_secs(3);
+const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+
+/// A store node, remote or in this process.
+#[derive(Clone)]
+pub enum StoreClient {
+    Remote(StoreServiceClient<Channel>),
+    Local(Arc<dyn StoreService>),
+}
+
+macro_rules! store_call {
+    ($name:ident, $req:ty, $resp:ty) => {
+        pub async fn $name(&self, req: $req, timeout: Duration) -> Result<$resp, ProxyError> {
+            let mut r = tonic::Request::new(req);
+            r.set_timeout(timeout);
+            let res = match self {
+                StoreClient::Remote(c) => {
+                    tokio::time::timeout(timeout + Duration::from_secs(1), c.clone().$name(r))
+                        .await
+                        .map_err(|_| ProxyError::StoreTimeout)?
+                }
+                StoreClient::Local(s) => s.$name(r).await,
+            };
+            Ok(res?.into_inner())
+        }
+    };
+}
+
+impl StoreClient {
+    store_call!(append, AppendRequest, AppendResponse);
+    store_call!(pop, PopRequest, PopResponse);
+    store_call!(ack, AckRequest, AckResponse);
+    store_call!(change_invisible, ChangeInvisibleRequest, ChangeInvisibleResponse);
+    store_call!(get_group, GetGroupRequest, GetGroupResponse);
+    store_call!(get_topic, GetTopicRequest, GetTopicResponse);
+}
+
+/// Turns a store `Result` into an error unless it is OK.
+pub fn check(r: &Option<rmq_proto::store::Result>) -> Result<(), ProxyError> {
+    match r {
+        Some(r) if r.code == Code::Ok as i32 => Ok(()),
+        Some(r) => Err(ProxyError::Store { code: r.code, message: r.message.clone() }),
+        None => Err(ProxyError::Internal("store answered without a result".into())),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub queues: Vec<QueueData>,
+    pub brokers: HashMap<String, BrokerData>,
+}
+
+impl Route {
+    /// Address of the group's master (brokerId 0), if one is registered.
+    pub fn master_addr(&self, broker: &str) -> Option<&str> {
+        self.brokers.get(broker)?.broker_addrs.get(&0).map(String::as_str)
+    }
+
+    /// Where to read from: the master, else the replica with the lowest id.
+    pub fn read_addr(&self, broker: &str) -> Option<&str> {
+        let b = self.brokers.get(broker)?;
+        b.broker_addrs.get(&0).or_else(|| b.broker_addrs.iter().min_by_key(|(id, _)| **id).map(|(_, a)| a)).map(String::as_str)
+    }
+
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.queues.iter().find_map(|q| q.attributes.get(key).map(String::as_str))
+    }
+}
+
+pub struct Cluster {
+    namesrvs: Vec<(String, NamesrvServiceClient<Channel>)>,
+    next_namesrv: AtomicUsize,
+    routes: Mutex<HashMap<String, (Instant, Arc<Route>)>>,
+    stores: Mutex<HashMap<String, StoreClient>>,
+    local: Option<(String, StoreClient)>,
+    pub round_robin: AtomicUsize,
+}
+
+fn endpoint(addr: &str) -> Result<Endpoint, ProxyError> {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .map(|e| e.connect_timeout(Duration::from_secs(3)).tcp_nodelay(true))
+        .map_err(|e| ProxyError::Internal(format!("bad address {addr}: {e}")))
+}
+
+impl Cluster {
+    pub fn new(namesrv_addrs: &[String], local: Option<(String, Arc<dyn StoreService>)>) -> Result<Self, ProxyError> {
+        let namesrvs = namesrv_addrs
+            .iter()
+            .map(|a| Ok((a.clone(), NamesrvServiceClient::new(endpoint(a)?.connect_lazy()))))
+            .collect::<Result<Vec<_>, ProxyError>>()?;
+        Ok(Self {
+            namesrvs,
+            next_namesrv: AtomicUsize::new(0),
+            routes: Mutex::new(HashMap::new()),
+            stores: Mutex::new(HashMap::new()),
+            local: local.map(|(a, s)| (a, StoreClient::Local(s))),
+            round_robin: AtomicUsize::new(0),
+        })
+    }
+
+    /// The topic's route from the first name server that knows it.
+    pub async fn route(&self, topic: &str) -> Result<Arc<Route>, ProxyError> {
+        if let Some((at, r)) = self.routes.lock().get(topic) {
+            if at.elapsed() < ROUTE_TTL {
+                return Ok(r.clone());
+            }
+        }
+        if self.namesrvs.is_empty() {
+            return Err(ProxyError::Internal("no name server configured".into()));
+        }
+        let start = self.next_namesrv.fetch_add(1, Ordering::Relaxed);
+        let mut last_err = None;
+        let mut not_found = false;
+        for i in 0..self.namesrvs.len() {
+            let (addr, client) = &self.namesrvs[(start + i) % self.namesrvs.len()];
+            let mut req = tonic::Request::new(GetRouteRequest { topic: topic.to_string() });
+            req.set_timeout(Duration::from_secs(3));
+            match client.clone().get_route(req).await {
+                Ok(resp) => {
+                    let resp = resp.into_inner();
+                    if resp.queue_datas.is_empty() {
+                        not_found = true;
+                        continue;
+                    }
+                    let route = Arc::new(Route {
+                        queues: resp.queue_datas,
+                        brokers: resp.broker_datas.into_iter().map(|b| (b.broker_name.clone(), b)).collect(),
+                    });
+                    self.routes.lock().insert(topic.to_string(), (Instant::now(), route.clone()));
+                    return Ok(route);
+                }
+                Err(e) => {
+                    tracing::debug!(namesrv = %addr, error = %e.message(), "name server query failed");
+                    last_err = Some(e);
+                }
+            }
+        }
+        self.routes.lock().remove(topic);
+        if not_found {
+            return Err(ProxyError::TopicNotFound(topic.to_string()));
+        }
+        Err(ProxyError::StoreUnavailable(format!(
+            "no name server answered: {}",
+            last_err.map(|e| e.message().to_string()).unwrap_or_default()
+        )))
+    }
+
+    /// Forgets a cached route (after a store error that suggests it changed).
+    pub fn invalidate(&self, topic: &str) {
+        self.routes.lock().remove(topic);
+    }
+
+    /// A client for the store node at `addr`.
+    pub fn store(&self, addr: &str) -> Result<StoreClient, ProxyError> {
+        if let Some((a, c)) = &self.local {
+            if a == addr {
+                return Ok(c.clone());
+            }
+        }
+        let mut stores = self.stores.lock();
+        if let Some(c) = stores.get(addr) {
+            return Ok(c.clone());
+        }
+        let client = StoreClient::Remote(
+            StoreServiceClient::new(endpoint(addr)?.connect_lazy())
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        );
+        stores.insert(addr.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// Any master of `cluster` (for cluster-wide facts such as group settings).
+    pub async fn any_master(&self, cluster: &str) -> Result<StoreClient, ProxyError> {
+        let start = self.next_namesrv.fetch_add(1, Ordering::Relaxed);
+        for i in 0..self.namesrvs.len() {
+            let (_, client) = &self.namesrvs[(start + i) % self.namesrvs.len()];
+            let mut req = tonic::Request::new(ClusterInfoRequest {});
+            req.set_timeout(Duration::from_secs(3));
+            if let Ok(info) = client.clone().get_cluster_info(req).await {
+                let mut masters: Vec<_> = info
+                    .into_inner()
+                    .brokers
+                    .into_iter()
+                    .filter(|b| b.broker_id == 0 && (cluster.is_empty() || b.cluster == cluster))
+                    .collect();
+                masters.sort_by(|a, b| a.broker_name.cmp(&b.broker_name));
+                if let Some(m) = masters.first() {
+                    return self.store(&m.addr);
+                }
+            }
+        }
+        match &self.local {
+            Some((_, c)) => Ok(c.clone()),
+            None => Err(ProxyError::StoreUnavailable(format!("no master of cluster {cluster} is registered"))),
+        }
+    }
+}

@@ -1,0 +1,664 @@
+//! `apache.rocketmq.v2.MessagingService`. Every implemented RPC answers gRPC OK with the result
+//! in its `status` (as Apache's proxy does); errors become codes here and nowhere else.
+
+use crate::cluster::{Cluster, Route, check};
+use crate::config::ProxyConfig;
+use crate::context::ClientContext;
+use crate::convert::{self, dur_ms, ms_ts};
+use crate::error::{ProxyError, ok_status, status, to_status};
+use crate::sessions::Sessions;
+use rmq_common::handle::ReceiptHandle;
+use rmq_common::java::string_hash_code;
+use rmq_common::message_type::{MESSAGE_TYPE_ATTRIBUTE, TopicMessageType};
+use rmq_common::time::now_ms;
+use rmq_common::validate;
+use rmq_proto::store::{AckRequest, AppendRequest, ChangeInvisibleRequest, PopRequest};
+use rmq_proto::v2::messaging_service_server::MessagingService;
+use rmq_proto::v2::*;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Streaming};
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send>>;
+pub type TelemetryOut = ResponseStream<TelemetryCommand>;
+type GrpcResult<T> = Result<Response<T>, tonic::Status>;
+
+const STORE_TIMEOUT: Duration = Duration::from_secs(10);
+const MIN_INVISIBLE_MS: i64 = 10_000;
+const MAX_INVISIBLE_MS: i64 = 12 * 3600 * 1000;
+/// Receives finish this long before the client's deadline.
+const DEADLINE_MARGIN_MS: i64 = 300;
+
+pub struct Messaging {
+    pub cfg: ProxyConfig,
+    pub cluster: Arc<Cluster>,
+    pub sessions: Arc<Sessions>,
+}
+
+fn topic_name(r: &Option<Resource>) -> &str {
+    r.as_ref().map(|r| r.name.as_str()).unwrap_or("")
+}
+
+fn check_topic(t: &str) -> Result<(), ProxyError> {
+    validate::check_topic(t).map_err(|e| ProxyError::invalid(Code::IllegalTopic, e))
+}
+
+fn check_group(g: &str) -> Result<(), ProxyError> {
+    validate::check_group(g).map_err(|e| ProxyError::invalid(Code::IllegalConsumerGroup, e))
+}
+
+fn accept_types(route: &Route) -> Vec<i32> {
+    let t = TopicMessageType::from_attribute(route.attribute(MESSAGE_TYPE_ATTRIBUTE));
+    match t {
+        TopicMessageType::Normal => vec![MessageType::Normal as i32],
+        TopicMessageType::Fifo => vec![MessageType::Fifo as i32],
+        TopicMessageType::Delay => vec![MessageType::Delay as i32],
+        TopicMessageType::Transaction => vec![MessageType::Transaction as i32],
+        TopicMessageType::Mixed => vec![
+            MessageType::Normal as i32,
+            MessageType::Fifo as i32,
+            MessageType::Delay as i32,
+            MessageType::Transaction as i32,
+        ],
+        TopicMessageType::Unspecified => vec![MessageType::Unspecified as i32],
+    }
+}
+
+/// The endpoints clients should come back to: exactly what they dialled.
+fn echo_endpoints(req: Option<&Endpoints>, own_port: u16) -> Endpoints {
+    match req {
+        Some(e) if !e.addresses.is_empty() => {
+            let mut e = e.clone();
+            if e.scheme == AddressScheme::Unspecified as i32 {
+                let host = &e.addresses[0].host;
+                e.scheme = if host.parse::<std::net::Ipv4Addr>().is_ok() {
+                    AddressScheme::IPv4 as i32
+                } else if host.parse::<std::net::Ipv6Addr>().is_ok() {
+                    AddressScheme::IPv6 as i32
+                } else {
+                    AddressScheme::DomainName as i32
+                };
+            }
+            e
+        }
+        _ => Endpoints {
+            scheme: AddressScheme::IPv4 as i32,
+            addresses: vec![Address { host: "127.0.0.1".into(), port: i32::from(own_port) }],
+        },
+    }
+}
+
+impl Messaging {
+    fn broker(&self, name: &str, endpoints: &Endpoints) -> Broker {
+        Broker { name: name.to_string(), id: 0, endpoints: Some(endpoints.clone()) }
+    }
+
+    /// Queues per broker in Apache's order (read-only, write-only, read-write), ids from 0.
+    fn queues_for(&self, topic: &Resource, route: &Route, endpoints: &Endpoints) -> Vec<MessageQueue> {
+        let types = accept_types(route);
+        let mut out = Vec::new();
+        for q in &route.queues {
+            let master_alive = route.master_addr(&q.broker_name).is_some();
+            if route.read_addr(&q.broker_name).is_none() {
+                continue;
+            }
+            let perm = if master_alive { q.perm } else { q.perm & 4 };
+            let (r, w) = (
+                if perm & 4 != 0 { q.read_queue_nums.max(0) } else { 0 },
+                if perm & 2 != 0 { q.write_queue_nums.max(0) } else { 0 },
+            );
+            let rw = r.min(w);
+            let mut id = 0;
+            let mut push = |n: i32, p: Permission, out: &mut Vec<MessageQueue>| {
+                for _ in 0..n {
+                    out.push(MessageQueue {
+                        topic: Some(topic.clone()),
+                        id,
+                        permission: p as i32,
+                        broker: Some(self.broker(&q.broker_name, endpoints)),
+                        accept_message_types: types.clone(),
+                    });
+                    id += 1;
+                }
+            };
+            if r == 0 && w == 0 {
+                push(1, Permission::None, &mut out);
+                continue;
+            }
+            push(r - rw, Permission::Read, &mut out);
+            push(w - rw, Permission::Write, &mut out);
+            push(rw, Permission::ReadWrite, &mut out);
+        }
+        out
+    }
+
+    async fn query_route_inner(&self, req: QueryRouteRequest) -> Result<Vec<MessageQueue>, ProxyError> {
+        let topic = req.topic.clone().unwrap_or_default();
+        check_topic(&topic.name)?;
+        let route = self.cluster.route(&topic.name).await?;
+        let endpoints = echo_endpoints(req.endpoints.as_ref(), self.cfg.grpc_server_port);
+        let queues = self.queues_for(&topic, &route, &endpoints);
+        if queues.is_empty() {
+            return Err(ProxyError::TopicNotFound(topic.name));
+        }
+        Ok(queues)
+    }
+
+    /// Writable groups of the route in a stable order.
+    fn writable_brokers(route: &Route) -> Vec<(&str, i32)> {
+        let mut v: Vec<(&str, i32)> = route
+            .queues
+            .iter()
+            .filter(|q| q.perm & 2 != 0 && q.write_queue_nums > 0 && route.master_addr(&q.broker_name).is_some())
+            .map(|q| (q.broker_name.as_str(), q.write_queue_nums))
+            .collect();
+        v.sort();
+        v
+    }
+
+    async fn send_inner(&self, req: SendMessageRequest) -> Result<Vec<SendResultEntry>, ProxyError> {
+        let first = req.messages.first().ok_or_else(|| ProxyError::invalid(Code::MessageCorrupted, "no message in the request"))?;
+        let topic = topic_name(&first.topic).to_string();
+        if req.messages.iter().any(|m| topic_name(&m.topic) != topic) {
+            return Err(ProxyError::invalid(Code::MessageCorrupted, "messages of one request must share a topic"));
+        }
+        check_topic(&topic)?;
+        let now = now_ms();
+        let mut store_msgs = Vec::with_capacity(req.messages.len());
+        for m in &req.messages {
+            store_msgs.push(convert::to_store(m, &topic, self.cfg.max_message_size, now)?);
+        }
+        let route = self.cluster.route(&topic).await?;
+        let topic_type = TopicMessageType::from_attribute(route.attribute(MESSAGE_TYPE_ATTRIBUTE));
+        for m in &req.messages {
+            let t = convert::declared_type(m);
+            if self.cfg.enable_topic_message_type_check && !convert::type_allowed(topic_type, t) {
+                return Err(ProxyError::invalid(
+                    Code::MessagePropertyConflictWithType,
+                    format!("topic {topic} accepts {} messages, not {}", topic_type.as_str(), t.as_str_name()),
+                ));
+            }
+            match t {
+                MessageType::Delay => return Err(ProxyError::NotImplemented("delay messages are not supported yet".into())),
+                MessageType::Transaction => {
+                    return Err(ProxyError::NotImplemented("transactional messages are not supported yet".into()));
+                }
+                _ => {}
+            }
+        }
+        let brokers = Self::writable_brokers(&route);
+        if brokers.is_empty() {
+            return Err(ProxyError::Forbidden(format!("topic {topic} has no writable queue")));
+        }
+        let group = req.messages[0].system_properties.as_ref().and_then(|s| s.message_group.clone());
+        let (broker, queue_id) = match &group {
+            Some(g) if req.messages.len() == 1 => {
+                let total: i32 = brokers.iter().map(|(_, n)| *n).sum();
+                let mut slot = string_hash_code(g).rem_euclid(total.max(1));
+                let mut pick = (brokers[0].0, 0);
+                for (b, n) in &brokers {
+                    if slot < *n {
+                        pick = (*b, slot);
+                        break;
+                    }
+                    slot -= n;
+                }
+                pick
+            }
+            _ => {
+                let i = self.cluster.round_robin.fetch_add(1, Ordering::Relaxed);
+                (brokers[i % brokers.len()].0, -1)
+            }
+        };
+        for m in &mut store_msgs {
+            m.queue_id = queue_id;
+        }
+        let addr = route.master_addr(broker).ok_or_else(|| ProxyError::StoreUnavailable(format!("{broker} has no master")))?;
+        let store = self.cluster.store(addr)?;
+        let resp = match store.append(AppendRequest { messages: store_msgs }, STORE_TIMEOUT).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.cluster.invalidate(&topic);
+                return Err(e);
+            }
+        };
+        check(&resp.result)?;
+        Ok(req
+            .messages
+            .iter()
+            .zip(resp.entries)
+            .map(|(m, e)| {
+                let id = m.system_properties.as_ref().map(|s| s.message_id.clone()).unwrap_or_default();
+                SendResultEntry {
+                    status: Some(ok_status()),
+                    message_id: id,
+                    transaction_id: String::new(),
+                    offset: e.queue_offset,
+                    recall_handle: String::new(),
+                }
+            })
+            .collect())
+    }
+
+    fn polling_ms(&self, ctx: &ClientContext, req: &ReceiveMessageRequest) -> Result<i64, ProxyError> {
+        let requested = match &req.long_polling_timeout {
+            Some(d) => dur_ms(d),
+            None => match ctx.deadline_ms {
+                Some(rem) => rem - self.sessions.request_timeout_ms(&ctx.client_id) / 2,
+                None => self.cfg.max_long_polling_ms,
+            },
+        };
+        let mut poll = requested.clamp(self.cfg.min_long_polling_ms, self.cfg.max_long_polling_ms);
+        if let Some(rem) = ctx.deadline_ms {
+            let usable = rem - DEADLINE_MARGIN_MS;
+            if poll > usable {
+                if rem < self.cfg.min_long_polling_ms {
+                    let code = if ctx.before_5_0_3() { Code::BadRequest } else { Code::IllegalPollingTime };
+                    return Err(ProxyError::invalid(code, format!("the remaining deadline of {rem} ms is too short to long-poll")));
+                }
+                poll = usable.max(0);
+            }
+        }
+        Ok(poll)
+    }
+
+    async fn receive_inner(&self, ctx: &ClientContext, req: ReceiveMessageRequest) -> Result<Vec<Message>, ProxyError> {
+        let group = topic_name(&req.group).to_string();
+        check_group(&group)?;
+        let mq = req.message_queue.clone().unwrap_or_default();
+        let topic = topic_name(&mq.topic).to_string();
+        check_topic(&topic)?;
+        let tags = match &req.filter_expression {
+            None => vec![],
+            Some(f) if f.r#type == FilterType::Sql as i32 => {
+                return Err(ProxyError::invalid(Code::IllegalFilterExpression, "SQL92 filtering is not supported yet"));
+            }
+            Some(f) => {
+                let e = f.expression.trim();
+                if e.is_empty() || e == "*" {
+                    vec![]
+                } else {
+                    let tags: Vec<String> = e.split("||").map(|t| t.trim().to_string()).collect();
+                    if tags.iter().any(|t| t.is_empty()) {
+                        return Err(ProxyError::invalid(Code::IllegalFilterExpression, format!("bad tag expression {e:?}")));
+                    }
+                    tags
+                }
+            }
+        };
+        let invisible_ms = if req.auto_renew {
+            self.cfg.default_invisible_time_ms
+        } else {
+            let d = req.invisible_duration.as_ref().map(dur_ms).unwrap_or(0);
+            if !(MIN_INVISIBLE_MS..=MAX_INVISIBLE_MS).contains(&d) {
+                return Err(ProxyError::invalid(
+                    Code::IllegalInvisibleTime,
+                    format!("invisible duration {d} ms is outside [{MIN_INVISIBLE_MS}, {MAX_INVISIBLE_MS}] ms"),
+                ));
+            }
+            d
+        };
+        let poll_ms = self.polling_ms(ctx, &req)?;
+        let route = self.cluster.route(&topic).await?;
+        let broker = mq.broker.as_ref().map(|b| b.name.clone()).filter(|n| !n.is_empty());
+        let broker = match broker {
+            Some(b) => b,
+            None => route.queues.first().map(|q| q.broker_name.clone()).unwrap_or_default(),
+        };
+        let addr = route
+            .read_addr(&broker)
+            .ok_or_else(|| ProxyError::StoreUnavailable(format!("no replica of {broker} is available")))?;
+        let store = self.cluster.store(addr)?;
+        let pop = PopRequest {
+            group: group.clone(),
+            topic: topic.clone(),
+            queue_id: -1,
+            tags,
+            batch_size: req.batch_size.clamp(1, 32),
+            invisible_ms,
+            poll_ms,
+        };
+        let resp = store.pop(pop, Duration::from_millis(poll_ms as u64) + STORE_TIMEOUT).await?;
+        check(&resp.result)?;
+        let mut out = Vec::with_capacity(resp.messages.len());
+        for m in resp.messages {
+            let handle = ReceiptHandle {
+                token: m.token,
+                pop_time_ms: m.pop_time_ms,
+                invisible_ms: m.invisible_ms,
+                broker_name: broker.clone(),
+                queue_id: m.queue_id,
+                queue_offset: m.queue_offset,
+                commit_log_offset: m.commit_log_offset,
+            };
+            match convert::from_record(&m.record, &handle, m.attempt) {
+                Ok(msg) => out.push(msg),
+                Err(e) => tracing::error!(error = %e, "undeliverable record skipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn store_for_handle(&self, topic: &str, h: &ReceiptHandle) -> Result<crate::cluster::StoreClient, ProxyError> {
+        let route = self.cluster.route(topic).await?;
+        let addr = route
+            .read_addr(&h.broker_name)
+            .ok_or_else(|| ProxyError::StoreUnavailable(format!("no replica of {} is available", h.broker_name)))?;
+        self.cluster.store(addr)
+    }
+
+    async fn ack_one(&self, group: &str, topic: &str, handle: &str) -> Result<(), ProxyError> {
+        let h = ReceiptHandle::decode(handle).map_err(|e| ProxyError::invalid(Code::InvalidReceiptHandle, e.to_string()))?;
+        let store = self.store_for_handle(topic, &h).await?;
+        let r = store
+            .ack(
+                AckRequest { group: group.into(), topic: topic.into(), queue_id: h.queue_id, queue_offset: h.queue_offset, token: h.token },
+                STORE_TIMEOUT,
+            )
+            .await?;
+        check(&r.result)
+    }
+
+    async fn change_invisible_inner(&self, req: &ChangeInvisibleDurationRequest) -> Result<String, ProxyError> {
+        let group = topic_name(&req.group);
+        check_group(group)?;
+        let topic = topic_name(&req.topic);
+        check_topic(topic)?;
+        let d = req.invisible_duration.as_ref().map(dur_ms).unwrap_or(-1);
+        if !(0..=MAX_INVISIBLE_MS).contains(&d) {
+            return Err(ProxyError::invalid(Code::IllegalInvisibleTime, format!("invisible duration {d} ms is outside [0, {MAX_INVISIBLE_MS}] ms")));
+        }
+        let h = ReceiptHandle::decode(&req.receipt_handle)
+            .map_err(|e| ProxyError::invalid(Code::InvalidReceiptHandle, e.to_string()))?;
+        let store = self.store_for_handle(topic, &h).await?;
+        let r = store
+            .change_invisible(
+                ChangeInvisibleRequest {
+                    group: group.into(),
+                    topic: topic.into(),
+                    queue_id: h.queue_id,
+                    queue_offset: h.queue_offset,
+                    token: h.token,
+                    invisible_ms: d,
+                },
+                STORE_TIMEOUT,
+            )
+            .await?;
+        check(&r.result)?;
+        Ok(ReceiptHandle { token: r.token, pop_time_ms: r.pop_time_ms, invisible_ms: r.invisible_ms, ..h }.encode())
+    }
+
+    /// Whether `group` consumes in order, plus its retry budget.
+    pub async fn group_settings(&self, group: &str) -> (bool, i32) {
+        crate::telemetry::group_settings(&self.cluster, &self.cfg, group).await
+    }
+
+    async fn assignment_inner(&self, req: QueryAssignmentRequest) -> Result<Vec<Assignment>, ProxyError> {
+        let topic = req.topic.clone().unwrap_or_default();
+        check_topic(&topic.name)?;
+        check_group(topic_name(&req.group))?;
+        let route = self.cluster.route(&topic.name).await?;
+        let endpoints = echo_endpoints(req.endpoints.as_ref(), self.cfg.grpc_server_port);
+        let (fifo, _) = self.group_settings(topic_name(&req.group)).await;
+        let types = accept_types(&route);
+        let mut out = Vec::new();
+        for q in &route.queues {
+            if q.perm & 4 == 0 || q.read_queue_nums <= 0 || route.read_addr(&q.broker_name).is_none() {
+                continue;
+            }
+            let ids: Vec<i32> = if fifo { (0..q.read_queue_nums).collect() } else { vec![-1] };
+            for id in ids {
+                out.push(Assignment {
+                    message_queue: Some(MessageQueue {
+                        topic: Some(topic.clone()),
+                        id,
+                        permission: Permission::Read as i32,
+                        broker: Some(self.broker(&q.broker_name, &endpoints)),
+                        accept_message_types: types.clone(),
+                    }),
+                });
+            }
+        }
+        if out.is_empty() {
+            return Err(ProxyError::Forbidden("no readable queue".into()));
+        }
+        Ok(out)
+    }
+}
+
+fn overall(ctx: &ClientContext, statuses: &[&Status]) -> Status {
+    match statuses.first() {
+        None => status(ctx, Code::InternalServerError as i32, "no result"),
+        Some(first) if statuses.iter().all(|s| s.code == first.code) => (*first).clone(),
+        Some(_) => status(ctx, Code::MultipleResults as i32, "MULTIPLE_RESULTS"),
+    }
+}
+
+#[tonic::async_trait]
+impl MessagingService for Messaging {
+    async fn query_route(&self, request: Request<QueryRouteRequest>) -> GrpcResult<QueryRouteResponse> {
+        let ctx = match ClientContext::require(request.metadata()) {
+            Ok(c) => c,
+            Err((c, e)) => return Ok(Response::new(QueryRouteResponse { status: Some(to_status(&c, &e)), message_queues: vec![] })),
+        };
+        Ok(Response::new(match self.query_route_inner(request.into_inner()).await {
+            Ok(q) => QueryRouteResponse { status: Some(ok_status()), message_queues: q },
+            Err(e) => QueryRouteResponse { status: Some(to_status(&ctx, &e)), message_queues: vec![] },
+        }))
+    }
+
+    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> GrpcResult<HeartbeatResponse> {
+        let ctx = match ClientContext::require(request.metadata()) {
+            Ok(c) => c,
+            Err((c, e)) => return Ok(Response::new(HeartbeatResponse { status: Some(to_status(&c, &e)) })),
+        };
+        let req = request.into_inner();
+        if let Some(g) = req.group.as_ref().filter(|g| !g.name.is_empty()) {
+            if let Err(e) = check_group(&g.name) {
+                return Ok(Response::new(HeartbeatResponse { status: Some(to_status(&ctx, &e)) }));
+            }
+        }
+        Ok(Response::new(HeartbeatResponse { status: Some(ok_status()) }))
+    }
+
+    async fn send_message(&self, request: Request<SendMessageRequest>) -> GrpcResult<SendMessageResponse> {
+        let (ctx, err) = match ClientContext::require(request.metadata()) {
+            Ok(c) => (c, None),
+            Err((c, e)) => (c, Some(e)),
+        };
+        let req = request.into_inner();
+        let n = req.messages.len().max(1);
+        let ids: Vec<String> =
+            req.messages.iter().map(|m| m.system_properties.as_ref().map(|s| s.message_id.clone()).unwrap_or_default()).collect();
+        let result = match err {
+            Some(e) => Err(e),
+            None => self.send_inner(req).await,
+        };
+        Ok(Response::new(match result {
+            Ok(entries) => {
+                let st: Vec<&Status> = entries.iter().filter_map(|e| e.status.as_ref()).collect();
+                SendMessageResponse { status: Some(overall(&ctx, &st)), entries }
+            }
+            Err(e) => {
+                let s = to_status(&ctx, &e);
+                let entries = (0..n)
+                    .map(|i| SendResultEntry { status: Some(s.clone()), message_id: ids.get(i).cloned().unwrap_or_default(), ..Default::default() })
+                    .collect();
+                SendMessageResponse { status: Some(s), entries }
+            }
+        }))
+    }
+
+    async fn query_assignment(&self, request: Request<QueryAssignmentRequest>) -> GrpcResult<QueryAssignmentResponse> {
+        let ctx = match ClientContext::require(request.metadata()) {
+            Ok(c) => c,
+            Err((c, e)) => return Ok(Response::new(QueryAssignmentResponse { status: Some(to_status(&c, &e)), assignments: vec![] })),
+        };
+        Ok(Response::new(match self.assignment_inner(request.into_inner()).await {
+            Ok(a) => QueryAssignmentResponse { status: Some(ok_status()), assignments: a },
+            Err(e) => QueryAssignmentResponse { status: Some(to_status(&ctx, &e)), assignments: vec![] },
+        }))
+    }
+
+    type ReceiveMessageStream = ResponseStream<ReceiveMessageResponse>;
+
+    async fn receive_message(&self, request: Request<ReceiveMessageRequest>) -> GrpcResult<Self::ReceiveMessageStream> {
+        let res = match ClientContext::require(request.metadata()) {
+            Ok(ctx) => {
+                let r = self.receive_inner(&ctx, request.into_inner()).await;
+                (ctx, r)
+            }
+            Err((c, e)) => (c, Err(e)),
+        };
+        let (ctx, result) = res;
+        let mut items: Vec<Result<ReceiveMessageResponse, tonic::Status>> = Vec::new();
+        let push_status = |items: &mut Vec<_>, s: Status| {
+            items.push(Ok(ReceiveMessageResponse { content: Some(receive_message_response::Content::Status(s)) }))
+        };
+        match result {
+            Ok(msgs) if msgs.is_empty() => {
+                push_status(&mut items, status(&ctx, Code::MessageNotFound as i32, "no new message"));
+            }
+            Ok(msgs) => {
+                push_status(&mut items, ok_status());
+                for m in msgs {
+                    items.push(Ok(ReceiveMessageResponse { content: Some(receive_message_response::Content::Message(m)) }));
+                }
+            }
+            Err(e) => push_status(&mut items, to_status(&ctx, &e)),
+        }
+        items.push(Ok(ReceiveMessageResponse {
+            content: Some(receive_message_response::Content::DeliveryTimestamp(ms_ts(now_ms()))),
+        }));
+        Ok(Response::new(Box::pin(tokio_stream::iter(items))))
+    }
+
+    async fn ack_message(&self, request: Request<AckMessageRequest>) -> GrpcResult<AckMessageResponse> {
+        let ctx = match ClientContext::require(request.metadata()) {
+            Ok(c) => c,
+            Err((c, e)) => return Ok(Response::new(AckMessageResponse { status: Some(to_status(&c, &e)), entries: vec![] })),
+        };
+        let req = request.into_inner();
+        let group = topic_name(&req.group).to_string();
+        let topic = topic_name(&req.topic).to_string();
+        let pre = check_group(&group).and_then(|_| check_topic(&topic));
+        if let Err(e) = pre {
+            return Ok(Response::new(AckMessageResponse { status: Some(to_status(&ctx, &e)), entries: vec![] }));
+        }
+        if req.entries.is_empty() {
+            let e = ProxyError::invalid(Code::BadRequest, "no entry to acknowledge");
+            return Ok(Response::new(AckMessageResponse { status: Some(to_status(&ctx, &e)), entries: vec![] }));
+        }
+        let futs = req.entries.iter().map(|en| self.ack_one(&group, &topic, &en.receipt_handle));
+        let results = futures::future::join_all(futs).await;
+        let entries: Vec<AckMessageResultEntry> = req
+            .entries
+            .iter()
+            .zip(results)
+            .map(|(en, r)| AckMessageResultEntry {
+                message_id: en.message_id.clone(),
+                receipt_handle: en.receipt_handle.clone(),
+                status: Some(match r {
+                    Ok(()) => ok_status(),
+                    Err(e) => to_status(&ctx, &e),
+                }),
+            })
+            .collect();
+        let st: Vec<&Status> = entries.iter().filter_map(|e| e.status.as_ref()).collect();
+        Ok(Response::new(AckMessageResponse { status: Some(overall(&ctx, &st)), entries }))
+    }
+
+    async fn forward_message_to_dead_letter_queue(
+        &self,
+        request: Request<ForwardMessageToDeadLetterQueueRequest>,
+    ) -> GrpcResult<ForwardMessageToDeadLetterQueueResponse> {
+        let ctx = ClientContext::from_metadata(request.metadata());
+        let e = ProxyError::NotImplemented("dead-letter forwarding is not supported yet".into());
+        Ok(Response::new(ForwardMessageToDeadLetterQueueResponse { status: Some(to_status(&ctx, &e)) }))
+    }
+
+    type PullMessageStream = ResponseStream<PullMessageResponse>;
+
+    async fn pull_message(&self, _: Request<PullMessageRequest>) -> GrpcResult<Self::PullMessageStream> {
+        Err(tonic::Status::unimplemented("PullMessage is not implemented; use ReceiveMessage"))
+    }
+
+    async fn update_offset(&self, _: Request<UpdateOffsetRequest>) -> GrpcResult<UpdateOffsetResponse> {
+        Err(tonic::Status::unimplemented("UpdateOffset is not implemented"))
+    }
+
+    async fn get_offset(&self, _: Request<GetOffsetRequest>) -> GrpcResult<GetOffsetResponse> {
+        Err(tonic::Status::unimplemented("GetOffset is not implemented"))
+    }
+
+    async fn query_offset(&self, _: Request<QueryOffsetRequest>) -> GrpcResult<QueryOffsetResponse> {
+        Err(tonic::Status::unimplemented("QueryOffset is not implemented"))
+    }
+
+    async fn end_transaction(&self, request: Request<EndTransactionRequest>) -> GrpcResult<EndTransactionResponse> {
+        let ctx = ClientContext::from_metadata(request.metadata());
+        let req = request.into_inner();
+        let e = if req.transaction_id.trim().is_empty() {
+            ProxyError::invalid(Code::InvalidTransactionId, "transaction id cannot be blank")
+        } else {
+            ProxyError::NotImplemented("transactional messages are not supported yet".into())
+        };
+        Ok(Response::new(EndTransactionResponse { status: Some(to_status(&ctx, &e)) }))
+    }
+
+    type TelemetryStream = ResponseStream<TelemetryCommand>;
+
+    async fn telemetry(&self, request: Request<Streaming<TelemetryCommand>>) -> GrpcResult<Self::TelemetryStream> {
+        crate::telemetry::open(self, request).await
+    }
+
+    async fn notify_client_termination(
+        &self,
+        request: Request<NotifyClientTerminationRequest>,
+    ) -> GrpcResult<NotifyClientTerminationResponse> {
+        let ctx = match ClientContext::require(request.metadata()) {
+            Ok(c) => c,
+            Err((c, e)) => return Ok(Response::new(NotifyClientTerminationResponse { status: Some(to_status(&c, &e)) })),
+        };
+        self.sessions.remove(&ctx.client_id);
+        Ok(Response::new(NotifyClientTerminationResponse { status: Some(ok_status()) }))
+    }
+
+    async fn change_invisible_duration(
+        &self,
+        request: Request<ChangeInvisibleDurationRequest>,
+    ) -> GrpcResult<ChangeInvisibleDurationResponse> {
+        let (ctx, err) = match ClientContext::require(request.metadata()) {
+            Ok(c) => (c, None),
+            Err((c, e)) => (c, Some(e)),
+        };
+        let req = request.into_inner();
+        let result = match err {
+            Some(e) => Err(e),
+            None => self.change_invisible_inner(&req).await,
+        };
+        Ok(Response::new(match result {
+            Ok(h) => ChangeInvisibleDurationResponse { status: Some(ok_status()), receipt_handle: h },
+            // Python overwrites its handle with ours before checking the status: echo theirs.
+            Err(e) => ChangeInvisibleDurationResponse { status: Some(to_status(&ctx, &e)), receipt_handle: req.receipt_handle },
+        }))
+    }
+
+    async fn recall_message(&self, request: Request<RecallMessageRequest>) -> GrpcResult<RecallMessageResponse> {
+        let ctx = ClientContext::from_metadata(request.metadata());
+        let e = ProxyError::NotImplemented("recalling delay messages is not supported yet".into());
+        Ok(Response::new(RecallMessageResponse { status: Some(to_status(&ctx, &e)), message_id: String::new() }))
+    }
+
+    async fn sync_lite_subscription(
+        &self,
+        request: Request<SyncLiteSubscriptionRequest>,
+    ) -> GrpcResult<SyncLiteSubscriptionResponse> {
+        let ctx = ClientContext::from_metadata(request.metadata());
+        let e = ProxyError::NotImplemented("lite topics are not supported".into());
+        Ok(Response::new(SyncLiteSubscriptionResponse { status: Some(to_status(&ctx, &e)) }))
+    }
+}
