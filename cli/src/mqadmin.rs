@@ -5,11 +5,13 @@
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use rmq_common::time::now_ms;
 use rmq_proto::namesrv::namesrv_service_client::NamesrvServiceClient;
-use rmq_proto::namesrv::{BrokerLive, ClusterInfoRequest, GetRouteRequest, GetRouteResponse, TopicListRequest};
+use rmq_proto::namesrv::{
+    BrokerLive, ClusterInfoRequest, GetRouteRequest, GetRouteResponse, TopicListRequest,
+};
 use rmq_proto::store::store_service_client::StoreServiceClient;
 use rmq_proto::store::{
-    ConsumerProgressRequest, DeleteGroupRequest, DeleteTopicRequest, GroupConfig, RuntimeInfoRequest, TopicConfig,
-    TopicStatusRequest, UpsertGroupRequest, UpsertTopicRequest,
+    ConsumerProgressRequest, DeleteGroupRequest, DeleteTopicRequest, GroupConfig,
+    RuntimeInfoRequest, TopicConfig, TopicStatusRequest, UpsertGroupRequest, UpsertTopicRequest,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -20,11 +22,19 @@ type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 const NAMESRV_HELP: &str = "Name server address list, eg: '192.168.0.1:9876;192.168.0.2:9876'";
 
 fn opt(short: char, long: &'static str, help: &'static str) -> Arg {
-    Arg::new(long).short(short).long(long).help(help).num_args(1)
+    Arg::new(long)
+        .short(short)
+        .long(long)
+        .help(help)
+        .num_args(1)
 }
 
 fn switch(short: char, long: &'static str, help: &'static str) -> Arg {
-    Arg::new(long).short(short).long(long).help(help).action(ArgAction::SetTrue)
+    Arg::new(long)
+        .short(short)
+        .long(long)
+        .help(help)
+        .action(ArgAction::SetTrue)
 }
 
 fn base(name: &'static str, about: &'static str) -> Command {
@@ -32,7 +42,13 @@ fn base(name: &'static str, about: &'static str) -> Command {
         .about(about)
         .no_binary_name(true)
         .disable_help_flag(true)
-        .arg(Arg::new("help").short('h').long("help").help("Print help").action(ArgAction::Help))
+        .arg(
+            Arg::new("help")
+                .short('h')
+                .long("help")
+                .help("Print help")
+                .action(ArgAction::Help),
+        )
         .arg(opt('n', "namesrvAddr", NAMESRV_HELP))
 }
 
@@ -44,25 +60,49 @@ fn commands() -> Vec<Command> {
             .arg(opt('t', "topic", "topic name").required(true))
             .arg(opt('r', "readQueueNums", "set read queue nums"))
             .arg(opt('w', "writeQueueNums", "set write queue nums"))
-            .arg(opt('p', "perm", "set topic's permission(2|4|6), intro[2:W 4:R; 6:RW]"))
+            .arg(opt(
+                'p',
+                "perm",
+                "set topic's permission(2|4|6), intro[2:W 4:R; 6:RW]",
+            ))
             .arg(opt('o', "order", "set topic's order(true|false)"))
             .arg(opt('a', "attributes", "attribute(+a=b,+c=d,-e)"))
             .arg(opt('u', "unit", "is unit topic (true|false)"))
             .arg(opt('s', "hasUnitSub", "has unit sub (true|false)"))
-            .group(clap::ArgGroup::new("target").args(["brokerAddr", "clusterName"]).required(true)),
+            .group(
+                clap::ArgGroup::new("target")
+                    .args(["brokerAddr", "clusterName"])
+                    .required(true),
+            ),
         base("deleteTopic", "Delete topic from broker and NameServer.")
             .arg(opt('c', "clusterName", "delete topic from which cluster").required(true))
             .arg(opt('t', "topic", "topic name").required(true)),
-        base("topicList", "Fetch all topic list from name server").arg(switch('c', "clusterModel", "clusterModel")),
+        base("topicList", "Fetch all topic list from name server").arg(switch(
+            'c',
+            "clusterModel",
+            "clusterModel",
+        )),
         base("topicRoute", "Examine topic route info")
             .arg(opt('t', "topic", "topic name").required(true))
             .arg(switch('l', "list", "Use list format to print data")),
         base("topicStatus", "Examine topic Status info")
             .arg(opt('t', "topic", "topic name").required(true))
-            .arg(opt('c', "cluster", "cluster name or lmq parent topic, lmq is used to find the route.")),
+            .arg(opt(
+                'c',
+                "cluster",
+                "cluster name or lmq parent topic, lmq is used to find the route.",
+            )),
         base("updateSubGroup", "Update or create subscription group")
-            .arg(opt('b', "brokerAddr", "create subscription group to which broker"))
-            .arg(opt('c', "clusterName", "create subscription group to which cluster"))
+            .arg(opt(
+                'b',
+                "brokerAddr",
+                "create subscription group to which broker",
+            ))
+            .arg(opt(
+                'c',
+                "clusterName",
+                "create subscription group to which cluster",
+            ))
             .arg(opt('g', "groupName", "consumer group name").required(true))
             .arg(opt('s', "consumeEnable", "consume enable"))
             .arg(opt('m', "consumeFromMinEnable", "from min offset"))
@@ -71,24 +111,57 @@ fn commands() -> Vec<Command> {
             .arg(opt('q', "retryQueueNums", "retry queue nums"))
             .arg(opt('r', "retryMaxTimes", "retry max times"))
             .arg(opt('i', "brokerId", "consumer from which broker id"))
-            .arg(opt('w', "whichBrokerWhenConsumeSlowly", "which broker id when consume slowly"))
-            .arg(opt('a', "notifyConsumerIdsChanged", "notify consumerId changed"))
-            .arg(opt('p', "groupRetryPolicy", "the json string of retry policy"))
-            .arg(Arg::new("attributes").long("attributes").num_args(1).help("attribute(+a=b,+c=d,-e)")),
+            .arg(opt(
+                'w',
+                "whichBrokerWhenConsumeSlowly",
+                "which broker id when consume slowly",
+            ))
+            .arg(opt(
+                'a',
+                "notifyConsumerIdsChanged",
+                "notify consumerId changed",
+            ))
+            .arg(opt(
+                'p',
+                "groupRetryPolicy",
+                "the json string of retry policy",
+            ))
+            .arg(
+                Arg::new("attributes")
+                    .long("attributes")
+                    .num_args(1)
+                    .help("attribute(+a=b,+c=d,-e)"),
+            ),
         base("deleteSubGroup", "Delete subscription group from broker.")
-            .arg(opt('b', "brokerAddr", "delete subscription group from which broker"))
-            .arg(opt('c', "clusterName", "delete subscription group from which cluster"))
+            .arg(opt(
+                'b',
+                "brokerAddr",
+                "delete subscription group from which broker",
+            ))
+            .arg(opt(
+                'c',
+                "clusterName",
+                "delete subscription group from which cluster",
+            ))
             .arg(opt('g', "groupName", "subscription group name").required(true))
             .arg(opt('r', "removeOffset", "remove offset")),
         base("clusterList", "List cluster infos")
             .arg(switch('m', "moreStats", "Print more stats"))
-            .arg(opt('i', "interval", "specify intervals numbers, it is in seconds"))
+            .arg(opt(
+                'i',
+                "interval",
+                "specify intervals numbers, it is in seconds",
+            ))
             .arg(opt('c', "clusterName", "which cluster")),
         base("consumerProgress", "Query consumer's progress, speed")
             .arg(opt('g', "groupName", "consumer group name"))
             .arg(opt('t', "topicName", "topic name"))
             .arg(opt('s', "showClientIP", "Show Client IP per Queue"))
-            .arg(opt('c', "cluster", "Cluster name or lmq parent topic, lmq is used to find the route.")),
+            .arg(opt(
+                'c',
+                "cluster",
+                "Cluster name or lmq parent topic, lmq is used to find the route.",
+            )),
         base("brokerStatus", "Fetch broker runtime status data")
             .arg(opt('b', "brokerAddr", "Broker address"))
             .arg(opt('c', "clusterName", "which cluster")),
@@ -98,7 +171,11 @@ fn commands() -> Vec<Command> {
 fn print_usage() {
     println!("The most commonly used mqadmin commands are:");
     for c in commands() {
-        println!("   {:<35} {}", c.get_name(), c.get_about().map(|a| a.to_string()).unwrap_or_default());
+        println!(
+            "   {:<35} {}",
+            c.get_name(),
+            c.get_about().map(|a| a.to_string()).unwrap_or_default()
+        );
     }
     println!("\nSee 'mqadmin help <command>' for more information on a specific command.");
 }
@@ -110,18 +187,28 @@ pub async fn main(args: Vec<String>) -> i32 {
         return 0;
     };
     if name.eq_ignore_ascii_case("help") {
-        return match args.get(1).and_then(|n| commands().into_iter().find(|c| c.get_name().eq_ignore_ascii_case(n))) {
+        return match args.get(1).and_then(|n| {
+            commands()
+                .into_iter()
+                .find(|c| c.get_name().eq_ignore_ascii_case(n))
+        }) {
             Some(mut c) => {
                 let _ = c.print_help();
                 0
             }
             None => {
-                println!("The sub command {} not exist.", args.get(1).map(String::as_str).unwrap_or("help"));
+                println!(
+                    "The sub command {} not exist.",
+                    args.get(1).map(String::as_str).unwrap_or("help")
+                );
                 1
             }
         };
     }
-    let Some(cmd) = commands().into_iter().find(|c| c.get_name().eq_ignore_ascii_case(name)) else {
+    let Some(cmd) = commands()
+        .into_iter()
+        .find(|c| c.get_name().eq_ignore_ascii_case(name))
+    else {
         println!("The sub command {name} not exist.");
         return 1;
     };
@@ -130,7 +217,11 @@ pub async fn main(args: Vec<String>) -> i32 {
         Ok(m) => m,
         Err(e) => {
             let _ = e.print();
-            return if e.kind() == clap::error::ErrorKind::DisplayHelp { 0 } else { 1 };
+            return if e.kind() == clap::error::ErrorKind::DisplayHelp {
+                0
+            } else {
+                1
+            };
         }
     };
     match run(&cmd_name, &m).await {
@@ -148,14 +239,21 @@ fn namesrv_addrs(m: &ArgMatches) -> Res<Vec<String>> {
         .cloned()
         .or_else(|| std::env::var("NAMESRV_ADDR").ok())
         .ok_or("no name server address: pass -n host:port or set NAMESRV_ADDR")?;
-    Ok(v.split(';').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+    Ok(v.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect())
 }
 
 async fn channel(addr: &str) -> Res<Channel> {
     let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(10));
-    Ok(ep.connect().await.map_err(|e| format!("cannot connect to {addr}: {e}"))?)
+    Ok(ep
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?)
 }
 
 async fn namesrv(m: &ArgMatches) -> Res<NamesrvServiceClient<Channel>> {
@@ -182,12 +280,20 @@ fn check(r: &Option<rmq_proto::store::Result>) -> Res<()> {
 }
 
 async fn brokers(m: &ArgMatches) -> Res<Vec<BrokerLive>> {
-    Ok(namesrv(m).await?.get_cluster_info(ClusterInfoRequest {}).await?.into_inner().brokers)
+    Ok(namesrv(m)
+        .await?
+        .get_cluster_info(ClusterInfoRequest {})
+        .await?
+        .into_inner()
+        .brokers)
 }
 
 async fn masters_of(m: &ArgMatches, cluster: &str) -> Res<Vec<BrokerLive>> {
     let all = brokers(m).await?;
-    let masters: Vec<BrokerLive> = all.into_iter().filter(|b| b.cluster == cluster && b.broker_id == 0).collect();
+    let masters: Vec<BrokerLive> = all
+        .into_iter()
+        .filter(|b| b.cluster == cluster && b.broker_id == 0)
+        .collect();
     if masters.is_empty() {
         return Err(format!("no master found in cluster {cluster}").into());
     }
@@ -195,13 +301,18 @@ async fn masters_of(m: &ArgMatches, cluster: &str) -> Res<Vec<BrokerLive>> {
 }
 
 fn parse_bool(m: &ArgMatches, k: &str, default: bool) -> bool {
-    m.get_one::<String>(k).map(|v| v.trim().eq_ignore_ascii_case("true")).unwrap_or(default)
+    m.get_one::<String>(k)
+        .map(|v| v.trim().eq_ignore_ascii_case("true"))
+        .unwrap_or(default)
 }
 
 fn parse_num<T: std::str::FromStr>(m: &ArgMatches, k: &str, default: T) -> Res<T> {
     match m.get_one::<String>(k) {
         None => Ok(default),
-        Some(v) => v.trim().parse().map_err(|_| format!("invalid value {v:?} for -{k}").into()),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("invalid value {v:?} for -{k}").into()),
     }
 }
 
@@ -210,7 +321,9 @@ fn parse_attributes(s: &str) -> Res<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         if let Some(kv) = item.strip_prefix('+') {
-            let (k, v) = kv.split_once('=').ok_or_else(|| format!("attribute {item} lacks a value"))?;
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("attribute {item} lacks a value"))?;
             out.insert(k.to_string(), v.to_string());
         } else if item.starts_with('-') {
             continue;
@@ -222,7 +335,12 @@ fn parse_attributes(s: &str) -> Res<BTreeMap<String, String>> {
 }
 
 fn perm_str(p: i32) -> String {
-    format!("{}{}{}", if p & 4 != 0 { "R" } else { "-" }, if p & 2 != 0 { "W" } else { "-" }, if p & 1 != 0 { "X" } else { "-" })
+    format!(
+        "{}{}{}",
+        if p & 4 != 0 { "R" } else { "-" },
+        if p & 2 != 0 { "W" } else { "-" },
+        if p & 1 != 0 { "X" } else { "-" }
+    )
 }
 
 async fn run(cmd: &str, m: &ArgMatches) -> Res<()> {
@@ -248,10 +366,18 @@ async fn update_topic(m: &ArgMatches) -> Res<()> {
         Some(a) => parse_attributes(a)?,
         None => BTreeMap::new(),
     };
-    if let Some(t) = attrs.get("message.type") {
-        if !["UNSPECIFIED", "NORMAL", "FIFO", "DELAY", "TRANSACTION", "MIXED"].contains(&t.as_str()) {
-            return Err(format!("value {t} is not in [UNSPECIFIED, NORMAL, FIFO, DELAY, TRANSACTION, MIXED] for message.type").into());
-        }
+    if let Some(t) = attrs.get("message.type")
+        && ![
+            "UNSPECIFIED",
+            "NORMAL",
+            "FIFO",
+            "DELAY",
+            "TRANSACTION",
+            "MIXED",
+        ]
+        .contains(&t.as_str())
+    {
+        return Err(format!("value {t} is not in [UNSPECIFIED, NORMAL, FIFO, DELAY, TRANSACTION, MIXED] for message.type").into());
     }
     let read: i32 = parse_num(m, "readQueueNums", 8)?;
     let write: i32 = parse_num(m, "writeQueueNums", 8)?;
@@ -268,17 +394,34 @@ async fn update_topic(m: &ArgMatches) -> Res<()> {
         attributes: attrs.clone().into_iter().collect(),
         order,
     };
-    let targets: Vec<String> = match (m.get_one::<String>("brokerAddr"), m.get_one::<String>("clusterName")) {
+    let targets: Vec<String> = match (
+        m.get_one::<String>("brokerAddr"),
+        m.get_one::<String>("clusterName"),
+    ) {
         (Some(b), _) => vec![b.clone()],
-        (None, Some(c)) => masters_of(m, c).await?.into_iter().map(|b| b.addr).collect(),
+        (None, Some(c)) => masters_of(m, c)
+            .await?
+            .into_iter()
+            .map(|b| b.addr)
+            .collect(),
         _ => return Err("either -b or -c is required".into()),
     };
     for addr in targets {
-        let r = store(&addr).await?.upsert_topic(UpsertTopicRequest { topic: Some(cfg.clone()) }).await?.into_inner();
+        let r = store(&addr)
+            .await?
+            .upsert_topic(UpsertTopicRequest {
+                topic: Some(cfg.clone()),
+            })
+            .await?
+            .into_inner();
         check(&r.result)?;
         println!("create topic to {addr} success.");
     }
-    let attrs_str = attrs.iter().map(|(k, v)| format!("+{k}={v}")).collect::<Vec<_>>().join(", ");
+    let attrs_str = attrs
+        .iter()
+        .map(|(k, v)| format!("+{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     println!(
         "TopicConfig [topicName={topic}, readQueueNums={read}, writeQueueNums={write}, perm={}, topicFilterType=SINGLE_TAG, topicSysFlag=0, order={order}, attributes={{{attrs_str}}}]",
         perm_str(perm)
@@ -288,9 +431,18 @@ async fn update_topic(m: &ArgMatches) -> Res<()> {
 
 async fn delete_topic(m: &ArgMatches) -> Res<()> {
     let topic = m.get_one::<String>("topic").cloned().unwrap_or_default();
-    let cluster = m.get_one::<String>("clusterName").cloned().unwrap_or_default();
+    let cluster = m
+        .get_one::<String>("clusterName")
+        .cloned()
+        .unwrap_or_default();
     for b in masters_of(m, &cluster).await? {
-        let r = store(&b.addr).await?.delete_topic(DeleteTopicRequest { topic: topic.clone() }).await?.into_inner();
+        let r = store(&b.addr)
+            .await?
+            .delete_topic(DeleteTopicRequest {
+                topic: topic.clone(),
+            })
+            .await?
+            .into_inner();
         if let Err(e) = check(&r.result) {
             eprintln!("delete topic [{topic}] from broker {} failed: {e}", b.addr);
         }
@@ -301,10 +453,18 @@ async fn delete_topic(m: &ArgMatches) -> Res<()> {
 }
 
 async fn topic_list(m: &ArgMatches) -> Res<()> {
-    let topics = namesrv(m).await?.get_topic_list(TopicListRequest {}).await?.into_inner().topics;
+    let topics = namesrv(m)
+        .await?
+        .get_topic_list(TopicListRequest {})
+        .await?
+        .into_inner()
+        .topics;
     if m.get_flag("clusterModel") {
         let all = brokers(m).await?;
-        println!("{:<20}  {:<48}  {:<48}", "#Cluster Name", "#Topic", "#Consumer Group");
+        println!(
+            "{:<20}  {:<48}  {:<48}",
+            "#Cluster Name", "#Topic", "#Consumer Group"
+        );
         for t in topics {
             let cluster = all.first().map(|b| b.cluster.clone()).unwrap_or_default();
             println!("{cluster:<20}  {t:<64}  {:<64}", "");
@@ -318,7 +478,13 @@ async fn topic_list(m: &ArgMatches) -> Res<()> {
 }
 
 async fn route_of(m: &ArgMatches, topic: &str) -> Res<GetRouteResponse> {
-    let r = namesrv(m).await?.get_route(GetRouteRequest { topic: topic.into() }).await?.into_inner();
+    let r = namesrv(m)
+        .await?
+        .get_route(GetRouteRequest {
+            topic: topic.into(),
+        })
+        .await?
+        .into_inner();
     check(&r.result)?;
     Ok(r)
 }
@@ -327,21 +493,47 @@ async fn topic_route(m: &ArgMatches) -> Res<()> {
     let topic = m.get_one::<String>("topic").cloned().unwrap_or_default();
     let r = route_of(m, &topic).await?;
     if m.get_flag("list") {
-        println!("{:<45} {:<32} {:<50} {:<10} {:<11} {:<5}", "#ClusterName", "#BrokerName", "#BrokerAddrs", "#ReadQueue", "#WriteQueue", "#Perm");
+        println!(
+            "{:<45} {:<32} {:<50} {:<10} {:<11} {:<5}",
+            "#ClusterName", "#BrokerName", "#BrokerAddrs", "#ReadQueue", "#WriteQueue", "#Perm"
+        );
         let (mut tr, mut tw) = (0, 0);
         let mut bds = r.broker_datas.clone();
         bds.sort_by(|a, b| a.broker_name.cmp(&b.broker_name));
         for b in &bds {
-            let q = r.queue_datas.iter().find(|q| q.broker_name == b.broker_name);
+            let q = r
+                .queue_datas
+                .iter()
+                .find(|q| q.broker_name == b.broker_name);
             let addrs: BTreeMap<_, _> = b.broker_addrs.iter().collect();
-            let addrs = format!("{{{}}}", addrs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "));
-            let (rq, wq, p) = q.map(|q| (q.read_queue_nums, q.write_queue_nums, q.perm)).unwrap_or_default();
+            let addrs = format!(
+                "{{{}}}",
+                addrs
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let (rq, wq, p) = q
+                .map(|q| (q.read_queue_nums, q.write_queue_nums, q.perm))
+                .unwrap_or_default();
             tr += rq;
             tw += wq;
-            println!("{:<45} {:<32} {:<50} {:<10} {:<11} {:<5}", b.cluster, b.broker_name, addrs, rq, wq, p);
+            println!(
+                "{:<45} {:<32} {:<50} {:<10} {:<11} {:<5}",
+                b.cluster, b.broker_name, addrs, rq, wq, p
+            );
         }
         println!("{}", "-".repeat(158));
-        println!("{:<45} {:<32} {:<50} {:<10} {:<11} {:<5}", "Total:", bds.len(), "", tr, tw, "");
+        println!(
+            "{:<45} {:<32} {:<50} {:<10} {:<11} {:<5}",
+            "Total:",
+            bds.len(),
+            "",
+            tr,
+            tw,
+            ""
+        );
         return Ok(());
     }
     // Apache prints fastjson output, whose brokerAddrs keys are bare integers; we keep that shape.
@@ -384,7 +576,13 @@ fn human_time(ms: i64) -> String {
     let days = secs.div_euclid(86400);
     let rem = secs.rem_euclid(86400);
     let (y, mo, d) = civil_from_days(days);
-    format!("{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02},{:03}", rem / 3600, (rem % 3600) / 60, rem % 60, ms.rem_euclid(1000))
+    format!(
+        "{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02},{:03}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        ms.rem_euclid(1000)
+    )
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (UTC).
@@ -404,15 +602,37 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 async fn topic_status(m: &ArgMatches) -> Res<()> {
     let topic = m.get_one::<String>("topic").cloned().unwrap_or_default();
     let r = route_of(m, &topic).await?;
-    println!("{:<32}  {:<4}  {:<20}  {:<20}    {}", "#Broker Name", "#QID", "#Min Offset", "#Max Offset", "#Last Updated");
+    println!(
+        "{:<32}  {:<4}  {:<20}  {:<20}    #Last Updated",
+        "#Broker Name", "#QID", "#Min Offset", "#Max Offset"
+    );
     let mut bds = r.broker_datas.clone();
     bds.sort_by(|a, b| a.broker_name.cmp(&b.broker_name));
     for b in bds {
-        let Some(addr) = b.broker_addrs.get(&0).or_else(|| b.broker_addrs.values().next()) else { continue };
-        let s = store(addr).await?.topic_status(TopicStatusRequest { topic: topic.clone() }).await?.into_inner();
+        let Some(addr) = b
+            .broker_addrs
+            .get(&0)
+            .or_else(|| b.broker_addrs.values().next())
+        else {
+            continue;
+        };
+        let s = store(addr)
+            .await?
+            .topic_status(TopicStatusRequest {
+                topic: topic.clone(),
+            })
+            .await?
+            .into_inner();
         check(&s.result)?;
         for q in s.queues {
-            println!("{:<32}  {:<4}  {:<20}  {:<20}    {}", b.broker_name, q.queue_id, q.min_offset, q.max_offset, human_time(q.last_update_ms));
+            println!(
+                "{:<32}  {:<4}  {:<20}  {:<20}    {}",
+                b.broker_name,
+                q.queue_id,
+                q.min_offset,
+                q.max_offset,
+                human_time(q.last_update_ms)
+            );
         }
     }
     println!();
@@ -421,18 +641,35 @@ async fn topic_status(m: &ArgMatches) -> Res<()> {
 }
 
 async fn group_targets(m: &ArgMatches) -> Res<Option<Vec<String>>> {
-    Ok(match (m.get_one::<String>("brokerAddr"), m.get_one::<String>("clusterName")) {
-        (Some(b), _) => Some(vec![b.clone()]),
-        (None, Some(c)) => Some(masters_of(m, c).await?.into_iter().map(|b| b.addr).collect()),
-        _ => None,
-    })
+    Ok(
+        match (
+            m.get_one::<String>("brokerAddr"),
+            m.get_one::<String>("clusterName"),
+        ) {
+            (Some(b), _) => Some(vec![b.clone()]),
+            (None, Some(c)) => Some(
+                masters_of(m, c)
+                    .await?
+                    .into_iter()
+                    .map(|b| b.addr)
+                    .collect(),
+            ),
+            _ => None,
+        },
+    )
 }
 
 async fn update_sub_group(m: &ArgMatches) -> Res<()> {
-    let group = m.get_one::<String>("groupName").cloned().unwrap_or_default();
+    let group = m
+        .get_one::<String>("groupName")
+        .cloned()
+        .unwrap_or_default();
     rmq_common::validate::check_group(&group)?;
     let Some(targets) = group_targets(m).await? else {
-        let _ = commands().into_iter().find(|c| c.get_name() == "updateSubGroup").map(|mut c| c.print_help());
+        let _ = commands()
+            .into_iter()
+            .find(|c| c.get_name() == "updateSubGroup")
+            .map(|mut c| c.print_help());
         return Ok(());
     };
     let cfg = GroupConfig {
@@ -447,29 +684,53 @@ async fn update_sub_group(m: &ArgMatches) -> Res<()> {
         which_broker_when_consume_slowly: parse_num(m, "whichBrokerWhenConsumeSlowly", 1)?,
     };
     for addr in targets {
-        let r = store(&addr).await?.upsert_group(UpsertGroupRequest { group: Some(cfg.clone()) }).await?.into_inner();
+        let r = store(&addr)
+            .await?
+            .upsert_group(UpsertGroupRequest {
+                group: Some(cfg.clone()),
+            })
+            .await?
+            .into_inner();
         check(&r.result)?;
         println!("create subscription group to {addr} success.");
         println!(
             "SubscriptionGroupConfig{{groupName={}, consumeEnable={}, consumeFromMinEnable={}, consumeBroadcastEnable={}, consumeMessageOrderly={}, retryQueueNums={}, retryMaxTimes={}, brokerId={}, whichBrokerWhenConsumeSlowly={}}}",
-            cfg.name, cfg.consume_enable, cfg.consume_from_min_enable, cfg.consume_broadcast_enable, cfg.consume_message_orderly,
-            cfg.retry_queue_nums, cfg.retry_max_times, cfg.broker_id, cfg.which_broker_when_consume_slowly
+            cfg.name,
+            cfg.consume_enable,
+            cfg.consume_from_min_enable,
+            cfg.consume_broadcast_enable,
+            cfg.consume_message_orderly,
+            cfg.retry_queue_nums,
+            cfg.retry_max_times,
+            cfg.broker_id,
+            cfg.which_broker_when_consume_slowly
         );
     }
     Ok(())
 }
 
 async fn delete_sub_group(m: &ArgMatches) -> Res<()> {
-    let group = m.get_one::<String>("groupName").cloned().unwrap_or_default();
+    let group = m
+        .get_one::<String>("groupName")
+        .cloned()
+        .unwrap_or_default();
     let cluster = m.get_one::<String>("clusterName").cloned();
     let Some(targets) = group_targets(m).await? else {
         return Err("either -b or -c is required".into());
     };
     for addr in targets {
-        let r = store(&addr).await?.delete_group(DeleteGroupRequest { group: group.clone() }).await?.into_inner();
+        let r = store(&addr)
+            .await?
+            .delete_group(DeleteGroupRequest {
+                group: group.clone(),
+            })
+            .await?
+            .into_inner();
         check(&r.result)?;
         match &cluster {
-            Some(c) => println!("delete subscription group [{group}] from broker [{addr}] in cluster [{c}] success."),
+            Some(c) => println!(
+                "delete subscription group [{group}] from broker [{addr}] in cluster [{c}] success."
+            ),
             None => println!("delete subscription group [{group}] from broker [{addr}] success."),
         }
     }
@@ -478,13 +739,19 @@ async fn delete_sub_group(m: &ArgMatches) -> Res<()> {
 
 async fn runtime(addr: &str) -> HashMap<String, String> {
     match store(addr).await {
-        Ok(mut c) => c.runtime_info(RuntimeInfoRequest {}).await.map(|r| r.into_inner().info).unwrap_or_default(),
+        Ok(mut c) => c
+            .runtime_info(RuntimeInfoRequest {})
+            .await
+            .map(|r| r.into_inner().info)
+            .unwrap_or_default(),
         Err(_) => HashMap::new(),
     }
 }
 
 fn first_tps(v: Option<&String>) -> f64 {
-    v.and_then(|s| s.split_whitespace().next()).and_then(|s| s.parse().ok()).unwrap_or(0.0)
+    v.and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.0)
 }
 
 async fn cluster_list(m: &ArgMatches) -> Res<()> {
@@ -494,24 +761,63 @@ async fn cluster_list(m: &ArgMatches) -> Res<()> {
         if let Some(c) = m.get_one::<String>("clusterName") {
             all.retain(|b| &b.cluster == c);
         }
-        all.sort_by(|a, b| (&a.cluster, &a.broker_name, a.broker_id).cmp(&(&b.cluster, &b.broker_name, b.broker_id)));
+        all.sort_by(|a, b| {
+            (&a.cluster, &a.broker_name, a.broker_id).cmp(&(
+                &b.cluster,
+                &b.broker_name,
+                b.broker_id,
+            ))
+        });
         if m.get_flag("moreStats") {
-            println!("{:<16}  {:<32} {:>14} {:>14} {:>14} {:>14}", "#Cluster Name", "#Broker Name", "#InTotalYest", "#OutTotalYest", "#InTotalToday", "#OutTotalToday");
+            println!(
+                "{:<16}  {:<32} {:>14} {:>14} {:>14} {:>14}",
+                "#Cluster Name",
+                "#Broker Name",
+                "#InTotalYest",
+                "#OutTotalYest",
+                "#InTotalToday",
+                "#OutTotalToday"
+            );
             for b in &all {
                 let info = runtime(&b.addr).await;
                 let g = |k: &str| info.get(k).cloned().unwrap_or_else(|| "0".into());
-                println!("{:<16}  {:<32} {:>14} {:>14} {:>14} {:>14}", b.cluster, b.broker_name, 0, 0, g("msgPutTotalTodayNow"), g("msgGetTotalTodayNow"));
+                println!(
+                    "{:<16}  {:<32} {:>14} {:>14} {:>14} {:>14}",
+                    b.cluster,
+                    b.broker_name,
+                    0,
+                    0,
+                    g("msgPutTotalTodayNow"),
+                    g("msgGetTotalTodayNow")
+                );
             }
         } else {
             println!(
                 "{:<22}  {:<22}  {:<4}  {:<22} {:<16}  {:>16}  {:>30}  {:<22}  {:<11}  {:<12}  {:<8}  {:<10}",
-                "#Cluster Name", "#Broker Name", "#BID", "#Addr", "#Version", "#InTPS(LOAD)", "#OutTPS(LOAD)", "#Timer(Progress)", "#PCWait(ms)", "#Hour", "#SPACE", "#ACTIVATED"
+                "#Cluster Name",
+                "#Broker Name",
+                "#BID",
+                "#Addr",
+                "#Version",
+                "#InTPS(LOAD)",
+                "#OutTPS(LOAD)",
+                "#Timer(Progress)",
+                "#PCWait(ms)",
+                "#Hour",
+                "#SPACE",
+                "#ACTIVATED"
             );
             for b in &all {
                 let info = runtime(&b.addr).await;
                 let in_tps = format!("{:9.2}(0,0ms)", first_tps(info.get("putTps")));
-                let out_tps = format!("{:9.2}(0,0ms|0,0ms)", first_tps(info.get("getTransferredTps")));
-                let boot: i64 = info.get("bootTimestamp").and_then(|s| s.parse().ok()).unwrap_or(now_ms());
+                let out_tps = format!(
+                    "{:9.2}(0,0ms|0,0ms)",
+                    first_tps(info.get("getTransferredTps"))
+                );
+                let boot: i64 = info
+                    .get("bootTimestamp")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(now_ms());
                 let hours = (now_ms() - boot) as f64 / 3_600_000.0;
                 println!(
                     "{:<22}  {:<22}  {:<4}  {:<22} {:<16}  {:>16}  {:>30}  {:<22}  {:>11}  {:<12}  {:<8}  {:>10}",
@@ -519,14 +825,18 @@ async fn cluster_list(m: &ArgMatches) -> Res<()> {
                     b.broker_name,
                     b.broker_id,
                     b.addr,
-                    info.get("brokerVersionDesc").cloned().unwrap_or_else(|| format!("V{}", b.version.replace('.', "_"))),
+                    info.get("brokerVersionDesc")
+                        .cloned()
+                        .unwrap_or_else(|| format!("V{}", b.version.replace('.', "_"))),
                     in_tps,
                     out_tps,
                     "0-0(0.0w, 0.0, 0.0)",
                     0,
                     format!("{hours:2.2}"),
                     "0.0000",
-                    info.get("brokerActive").cloned().unwrap_or_else(|| "false".into()),
+                    info.get("brokerActive")
+                        .cloned()
+                        .unwrap_or_else(|| "false".into()),
                 );
             }
         }
@@ -543,32 +853,63 @@ async fn consumer_progress(m: &ArgMatches) -> Res<()> {
     let Some(group) = m.get_one::<String>("groupName") else {
         let mut groups = std::collections::BTreeSet::new();
         for b in &masters {
-            let r = store(&b.addr).await?.consumer_progress(ConsumerProgressRequest::default()).await?.into_inner();
+            let r = store(&b.addr)
+                .await?
+                .consumer_progress(ConsumerProgressRequest::default())
+                .await?
+                .into_inner();
             groups.extend(r.groups);
         }
-        println!("{:<64}  {:<6}  {:<24} {:<5}  {:<14}  {:<7}  {}", "#Group", "#Count", "#Version", "#Type", "#Model", "#TPS", "#Diff Total");
+        println!(
+            "{:<64}  {:<6}  {:<24} {:<5}  {:<14}  {:<7}  #Diff Total",
+            "#Group", "#Count", "#Version", "#Type", "#Model", "#TPS"
+        );
         for g in groups {
             let mut diff = 0;
             for b in &masters {
-                let r = store(&b.addr).await?
-                    .consumer_progress(ConsumerProgressRequest { group: g.clone(), topic: String::new() })
+                let r = store(&b.addr)
+                    .await?
+                    .consumer_progress(ConsumerProgressRequest {
+                        group: g.clone(),
+                        topic: String::new(),
+                    })
                     .await?
                     .into_inner();
-                diff += r.queues.iter().map(|q| q.broker_offset - q.consumer_offset).sum::<i64>();
+                diff += r
+                    .queues
+                    .iter()
+                    .map(|q| q.broker_offset - q.consumer_offset)
+                    .sum::<i64>();
             }
-            println!("{:<64}  {:<6}  {:<24} {:<5}  {:<14}  {:<7}  {}", g, 0, "OFFLINE", "PUSH", "CLUSTERING", 0, diff);
+            println!(
+                "{:<64}  {:<6}  {:<24} {:<5}  {:<14}  {:<7}  {}",
+                g, 0, "OFFLINE", "PUSH", "CLUSTERING", 0, diff
+            );
         }
         return Ok(());
     };
-    let topic = m.get_one::<String>("topicName").cloned().unwrap_or_default();
+    let topic = m
+        .get_one::<String>("topicName")
+        .cloned()
+        .unwrap_or_default();
     println!(
-        "{:<64}  {:<32}  {:<4}  {:<20}  {:<20}  {:<20} {:<20}{}",
-        "#Topic", "#Broker Name", "#QID", "#Broker Offset", "#Consumer Offset", "#Diff", "#Inflight", "#LastTime"
+        "{:<64}  {:<32}  {:<4}  {:<20}  {:<20}  {:<20} {:<20}#LastTime",
+        "#Topic",
+        "#Broker Name",
+        "#QID",
+        "#Broker Offset",
+        "#Consumer Offset",
+        "#Diff",
+        "#Inflight"
     );
     let (mut diff_total, mut inflight_total) = (0i64, 0i64);
     for b in &masters {
-        let r = store(&b.addr).await?
-            .consumer_progress(ConsumerProgressRequest { group: group.clone(), topic: topic.clone() })
+        let r = store(&b.addr)
+            .await?
+            .consumer_progress(ConsumerProgressRequest {
+                group: group.clone(),
+                topic: topic.clone(),
+            })
             .await?
             .into_inner();
         check(&r.result)?;
@@ -576,10 +917,21 @@ async fn consumer_progress(m: &ArgMatches) -> Res<()> {
             let diff = q.broker_offset - q.consumer_offset;
             diff_total += diff;
             inflight_total += q.inflight;
-            let last = if q.last_timestamp_ms > 0 { human_time(q.last_timestamp_ms)[..19].to_string() } else { "N/A".into() };
+            let last = if q.last_timestamp_ms > 0 {
+                human_time(q.last_timestamp_ms)[..19].to_string()
+            } else {
+                "N/A".into()
+            };
             println!(
                 "{:<64}  {:<32}  {:<4}  {:<20}  {:<20}  {:<20} {:<20} {}",
-                q.topic, b.broker_name, q.queue_id, q.broker_offset, q.consumer_offset, diff, q.inflight, last
+                q.topic,
+                b.broker_name,
+                q.queue_id,
+                q.broker_offset,
+                q.consumer_offset,
+                diff,
+                q.inflight,
+                last
             );
         }
     }
@@ -591,9 +943,17 @@ async fn consumer_progress(m: &ArgMatches) -> Res<()> {
 }
 
 async fn broker_status(m: &ArgMatches) -> Res<()> {
-    let targets: Vec<String> = match (m.get_one::<String>("brokerAddr"), m.get_one::<String>("clusterName")) {
+    let targets: Vec<String> = match (
+        m.get_one::<String>("brokerAddr"),
+        m.get_one::<String>("clusterName"),
+    ) {
         (Some(b), _) => vec![b.clone()],
-        (None, Some(c)) => brokers(m).await?.into_iter().filter(|b| &b.cluster == c).map(|b| b.addr).collect(),
+        (None, Some(c)) => brokers(m)
+            .await?
+            .into_iter()
+            .filter(|b| &b.cluster == c)
+            .map(|b| b.addr)
+            .collect(),
         _ => return Err("either -b or -c is required".into()),
     };
     let single = targets.len() == 1 && m.get_one::<String>("brokerAddr").is_some();

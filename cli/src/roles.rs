@@ -17,7 +17,8 @@ pub fn read_properties(path: Option<&Path>) -> Result<PropertiesFile, BoxError> 
     match path {
         None => Ok(PropertiesFile::default()),
         Some(p) => {
-            let bytes = std::fs::read(p).map_err(|e| format!("cannot read config file {}: {e}", p.display()))?;
+            let bytes = std::fs::read(p)
+                .map_err(|e| format!("cannot read config file {}: {e}", p.display()))?;
             println!("load config properties file OK, {}", p.display());
             Ok(PropertiesFile::parse(&String::from_utf8_lossy(&bytes)))
         }
@@ -26,7 +27,9 @@ pub fn read_properties(path: Option<&Path>) -> Result<PropertiesFile, BoxError> 
 
 fn apply_overrides(p: &mut PropertiesFile, sets: &[String]) -> Result<(), BoxError> {
     for s in sets {
-        let (k, v) = s.split_once('=').ok_or_else(|| format!("--set expects key=value, got {s:?}"))?;
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| format!("--set expects key=value, got {s:?}"))?;
         p.set(k.trim(), v.trim());
     }
     Ok(())
@@ -38,12 +41,16 @@ fn warn_unknown(role: &str, keys: &[String]) {
     }
 }
 
-pub fn store_config(file: Option<&Path>, namesrv: Option<&str>, sets: &[String]) -> Result<StoreConfig, BoxError> {
+pub fn store_config(
+    file: Option<&Path>,
+    namesrv: Option<&str>,
+    sets: &[String],
+) -> Result<StoreConfig, BoxError> {
     let mut p = read_properties(file)?;
-    if let Ok(env) = std::env::var("NAMESRV_ADDR") {
-        if !env.trim().is_empty() {
-            p.set("namesrvAddr", &env);
-        }
+    if let Ok(env) = std::env::var("NAMESRV_ADDR")
+        && !env.trim().is_empty()
+    {
+        p.set("namesrvAddr", &env);
     }
     if let Some(n) = namesrv {
         p.set("namesrvAddr", n);
@@ -64,29 +71,37 @@ pub fn namesrv_config(file: Option<&Path>, sets: &[String]) -> Result<NamesrvCon
     Ok(cfg)
 }
 
-pub fn proxy_config(file: Option<&Path>, namesrv: Option<&str>, sets: &[String]) -> Result<ProxyConfig, BoxError> {
+pub fn proxy_config(
+    file: Option<&Path>,
+    namesrv: Option<&str>,
+    sets: &[String],
+) -> Result<ProxyConfig, BoxError> {
     let mut cfg = match file {
         None => ProxyConfig::default(),
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("the config file {} cannot be read: {e}", p.display()))?;
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("the config file {} cannot be read: {e}", p.display()))?;
             if text.trim().is_empty() {
                 return Err(format!("the config file {} length is zero", p.display()).into());
             }
-            let (cfg, unknown) = ProxyConfig::from_json(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+            let (cfg, unknown) =
+                ProxyConfig::from_json(&text).map_err(|e| format!("{}: {e}", p.display()))?;
             warn_unknown("proxy", &unknown);
             cfg
         }
     };
-    if let Ok(env) = std::env::var("NAMESRV_ADDR") {
-        if !env.trim().is_empty() {
-            cfg.namesrv_addr = env;
-        }
+    if let Ok(env) = std::env::var("NAMESRV_ADDR")
+        && !env.trim().is_empty()
+    {
+        cfg.namesrv_addr = env;
     }
     if let Some(n) = namesrv {
         cfg.namesrv_addr = n.to_string();
     }
     for s in sets {
-        let (k, v) = s.split_once('=').ok_or_else(|| format!("--set expects key=value, got {s:?}"))?;
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| format!("--set expects key=value, got {s:?}"))?;
         cfg.set(k.trim(), v.trim())?;
     }
     Ok(cfg)
@@ -98,7 +113,8 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
     tokio::spawn(async move {
         #[cfg(unix)]
         {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
@@ -149,7 +165,10 @@ pub async fn run_standalone(
     if store_cfg.namesrv_addr.is_empty() {
         store_cfg.namesrv_addr = split_namesrv(&format!("127.0.0.1:{}", ports.namesrv));
     }
-    let ns_cfg = NamesrvConfig { listen_port: ports.namesrv, ..NamesrvConfig::default() };
+    let ns_cfg = NamesrvConfig {
+        listen_port: ports.namesrv,
+        ..NamesrvConfig::default()
+    };
     let proxy_cfg = ProxyConfig {
         grpc_server_port: ports.proxy,
         namesrv_addr: store_cfg.namesrv_addr.join(";"),
@@ -179,7 +198,11 @@ pub async fn run_standalone(
     let local: Arc<dyn rmq_proto::store::store_service_server::StoreService> =
         Arc::new(rmq_store_node::StoreGrpc::new(opened));
     let proxy = {
-        let (bind, sd, addr) = (bind.to_string(), shutdown.clone(), store_cfg.advertised_addr());
+        let (bind, sd, addr) = (
+            bind.to_string(),
+            shutdown.clone(),
+            store_cfg.advertised_addr(),
+        );
         tokio::spawn(async move { rmq_proxy::run(proxy_cfg, &bind, Some((addr, local)), sd).await })
     };
     let (a, b, c) = tokio::join!(ns, store, proxy);

@@ -90,7 +90,13 @@ mod tests {
             commit_log_offset: 4096,
         };
         assert_eq!(ReceiptHandle::decode(&h.encode()), Ok(h));
-        for bad in ["", "garbage", "1 2 3 4 5 b 7 8", "x 2 3 0 0 b 1 2 3", "1 2 3 0 0  1 2 3"] {
+        for bad in [
+            "",
+            "garbage",
+            "1 2 3 4 5 b 7 8",
+            "x 2 3 0 0 b 1 2 3",
+            "1 2 3 0 0  1 2 3",
+        ] {
             assert!(ReceiptHandle::decode(bad).is_err(), "{bad}");
         }
     }

@@ -88,7 +88,11 @@ fn split_entry(s: &str) -> (String, String) {
     while j < chars.len() && matches!(chars[j], ' ' | '\t' | '\u{c}') {
         j += 1;
     }
-    let value = if j < chars.len() { unescape(&chars[j..]) } else { String::new() };
+    let value = if j < chars.len() {
+        unescape(&chars[j..])
+    } else {
+        String::new()
+    };
     (key, value)
 }
 
@@ -156,7 +160,9 @@ mod tests {
 
     #[test]
     fn fixture_lines_with_utf8_comments() {
-        let p = PropertiesFile::parse("#暴露外网的IP\nbrokerIP1=47.96.232.192\nnamesrvAddr=a:9876;b:9876\n");
+        let p = PropertiesFile::parse(
+            "#暴露外网的IP\nbrokerIP1=47.96.232.192\nnamesrvAddr=a:9876;b:9876\n",
+        );
         assert_eq!(p.get("brokerIP1"), Some("47.96.232.192"));
         assert_eq!(p.get("namesrvAddr"), Some("a:9876;b:9876"));
     }

@@ -129,7 +129,10 @@ pub fn encode(
     }
     let total = encoded_len(input);
     if out.len() < total {
-        return Err(RecordError::Truncated { need: total, have: out.len() });
+        return Err(RecordError::Truncated {
+            need: total,
+            have: out.len(),
+        });
     }
     let v2 = topic.len() > 127;
     let mut w = Writer { buf: out, pos: 0 };
@@ -234,7 +237,10 @@ pub fn check(buf: &[u8], position: i64) -> Result<Scan, RecordError> {
         return if buf.iter().all(|b| *b == 0) {
             Ok(Scan::End)
         } else {
-            Err(RecordError::Truncated { need: 8, have: buf.len() })
+            Err(RecordError::Truncated {
+                need: 8,
+                have: buf.len(),
+            })
         };
     }
     let total = be_i32(buf, 0);
@@ -250,20 +256,33 @@ pub fn check(buf: &[u8], position: i64) -> Result<Scan, RecordError> {
     }
     let min = record_len(0, 0, 0);
     if total < min as i32 {
-        return Err(RecordError::LengthMismatch { total: total.max(0) as usize, computed: min });
+        return Err(RecordError::LengthMismatch {
+            total: total.max(0) as usize,
+            computed: min,
+        });
     }
     let total = total as usize;
     if total > buf.len() {
-        return Err(RecordError::Truncated { need: total, have: buf.len() });
+        return Err(RecordError::Truncated {
+            need: total,
+            have: buf.len(),
+        });
     }
     let rec = &buf[..total];
     let view = RecordView::parse(rec)?;
-    let computed = record_len(view.topic_raw.len(), view.body.len(), view.properties_raw.len());
+    let computed = record_len(
+        view.topic_raw.len(),
+        view.body.len(),
+        view.properties_raw.len(),
+    );
     if computed != total || (magic == MAGIC_V2) != (view.topic_raw.len() > 127) {
         return Err(RecordError::LengthMismatch { total, computed });
     }
     if view.physical_offset != position {
-        return Err(RecordError::WrongOffset { field: view.physical_offset, position });
+        return Err(RecordError::WrongOffset {
+            field: view.physical_offset,
+            position,
+        });
     }
     if be_u32(rec, 8) != masked_crc32(view.body) {
         return Err(RecordError::BodyCrc);
@@ -317,7 +336,10 @@ impl<'a> RecordView<'a> {
     pub fn parse(rec: &'a [u8]) -> Result<Self, RecordError> {
         let need = |n: usize| {
             if rec.len() < n {
-                Err(RecordError::Truncated { need: n, have: rec.len() })
+                Err(RecordError::Truncated {
+                    need: n,
+                    have: rec.len(),
+                })
             } else {
                 Ok(())
             }

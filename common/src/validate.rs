@@ -22,22 +22,62 @@ const SYSTEM_TOPICS: &[&str] = &[
 
 /// Reserved user-property keys (`MessageConst.STRING_HASH_SET`).
 pub const RESERVED_PROPERTY_KEYS: &[&str] = &[
-    "TRACE_ON", "MSG_REGION", "KEYS", "TAGS", "WAIT", "DELAY", "RETRY_TOPIC", "REAL_TOPIC",
-    "REAL_QID", "TRAN_MSG", "PGROUP", "MIN_OFFSET", "MAX_OFFSET", "BUYER_ID", "ORIGIN_MESSAGE_ID",
-    "TRANSFER_FLAG", "CORRECTION_FLAG", "MQ2_FLAG", "RECONSUME_TIME", "UNIQ_KEY",
-    "MAX_RECONSUME_TIMES", "CONSUME_START_TIME", "POP_CK", "POP_CK_OFFSET", "1ST_POP_TIME",
-    "TRAN_PREPARED_QUEUE_OFFSET", "DUP_INFO", "EXTEND_UNIQ_INFO", "INSTANCE_ID", "CORRELATION_ID",
-    "REPLY_TO_CLIENT", "TTL", "ARRIVE_TIME", "PUSH_REPLY_TIME", "CLUSTER", "MSG_TYPE",
-    "INNER_MULTI_QUEUE_OFFSET", "TIMER_DELAY_MS", "TIMER_DELAY_SEC", "TIMER_DELIVER_MS",
-    "TIMER_ENQUEUE_MS", "TIMER_DEQUEUE_MS", "TIMER_ROLL_TIMES", "TIMER_OUT_MS",
-    "TIMER_DEL_UNIQKEY", "TIMER_DELAY_LEVEL", "__BORNHOST", "BORN_TIMESTAMP", "DLQ_ORIGIN_TOPIC",
-    "DLQ_ORIGIN_MESSAGE_ID", "__CRC32#",
+    "TRACE_ON",
+    "MSG_REGION",
+    "KEYS",
+    "TAGS",
+    "WAIT",
+    "DELAY",
+    "RETRY_TOPIC",
+    "REAL_TOPIC",
+    "REAL_QID",
+    "TRAN_MSG",
+    "PGROUP",
+    "MIN_OFFSET",
+    "MAX_OFFSET",
+    "BUYER_ID",
+    "ORIGIN_MESSAGE_ID",
+    "TRANSFER_FLAG",
+    "CORRECTION_FLAG",
+    "MQ2_FLAG",
+    "RECONSUME_TIME",
+    "UNIQ_KEY",
+    "MAX_RECONSUME_TIMES",
+    "CONSUME_START_TIME",
+    "POP_CK",
+    "POP_CK_OFFSET",
+    "1ST_POP_TIME",
+    "TRAN_PREPARED_QUEUE_OFFSET",
+    "DUP_INFO",
+    "EXTEND_UNIQ_INFO",
+    "INSTANCE_ID",
+    "CORRELATION_ID",
+    "REPLY_TO_CLIENT",
+    "TTL",
+    "ARRIVE_TIME",
+    "PUSH_REPLY_TIME",
+    "CLUSTER",
+    "MSG_TYPE",
+    "INNER_MULTI_QUEUE_OFFSET",
+    "TIMER_DELAY_MS",
+    "TIMER_DELAY_SEC",
+    "TIMER_DELIVER_MS",
+    "TIMER_ENQUEUE_MS",
+    "TIMER_DEQUEUE_MS",
+    "TIMER_ROLL_TIMES",
+    "TIMER_OUT_MS",
+    "TIMER_DEL_UNIQKEY",
+    "TIMER_DELAY_LEVEL",
+    "__BORNHOST",
+    "BORN_TIMESTAMP",
+    "DLQ_ORIGIN_TOPIC",
+    "DLQ_ORIGIN_MESSAGE_ID",
+    "__CRC32#",
 ];
 
 fn name_chars_ok(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'%' || b == b'|' || b == b'_' || b == b'-')
 }
 
@@ -51,10 +91,14 @@ pub fn check_topic(topic: &str) -> Result<(), String> {
         return Err("topic name cannot be blank".into());
     }
     if topic.len() > TOPIC_MAX_LEN {
-        return Err(format!("topic name {topic} is longer than {TOPIC_MAX_LEN} characters"));
+        return Err(format!(
+            "topic name {topic} is longer than {TOPIC_MAX_LEN} characters"
+        ));
     }
     if !name_chars_ok(topic) {
-        return Err(format!("topic name {topic} contains illegal characters; allowed: [%|a-zA-Z0-9_-]"));
+        return Err(format!(
+            "topic name {topic} contains illegal characters; allowed: [%|a-zA-Z0-9_-]"
+        ));
     }
     if is_system_topic(topic) {
         return Err(format!("topic {topic} is a system topic"));
@@ -72,10 +116,14 @@ pub fn check_group(group: &str) -> Result<(), String> {
         return Err("consumer group cannot be blank".into());
     }
     if group.len() > GROUP_MAX_LEN {
-        return Err(format!("consumer group {group} is longer than {GROUP_MAX_LEN} characters"));
+        return Err(format!(
+            "consumer group {group} is longer than {GROUP_MAX_LEN} characters"
+        ));
     }
     if !name_chars_ok(group) {
-        return Err(format!("consumer group {group} contains illegal characters"));
+        return Err(format!(
+            "consumer group {group} contains illegal characters"
+        ));
     }
     if is_system_group(group) {
         return Err(format!("consumer group {group} is a system group"));
@@ -115,7 +163,9 @@ pub fn check_message_group(group: &str) -> Result<(), String> {
         return Err("message group cannot be blank".into());
     }
     if group.len() > MESSAGE_GROUP_MAX_BYTES {
-        return Err(format!("message group is longer than {MESSAGE_GROUP_MAX_BYTES} bytes"));
+        return Err(format!(
+            "message group is longer than {MESSAGE_GROUP_MAX_BYTES} bytes"
+        ));
     }
     if has_control(group) {
         return Err("message group contains a control character".into());

@@ -19,13 +19,21 @@ pub fn bin_dir() -> PathBuf {
     }
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
+        .unwrap_or_else(|_| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+        });
     target.join("debug")
 }
 
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(p.exists(), "{} not built: run `cargo build --bins` first", p.display());
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build --bins` first",
+        p.display()
+    );
     p
 }
 
@@ -43,9 +51,17 @@ impl PortSlot {
             let path = dir.join(format!("slot-{i}.lock"));
             let f = File::create(&path).expect("slot file");
             // SAFETY: flock on a file descriptor we own.
-            let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX | libc::LOCK_NB) };
+            let rc = unsafe {
+                libc::flock(
+                    std::os::fd::AsRawFd::as_raw_fd(&f),
+                    libc::LOCK_EX | libc::LOCK_NB,
+                )
+            };
             if rc == 0 {
-                return Self { base: 21000 + i * 10, _lock: f };
+                return Self {
+                    base: 21000 + i * 10,
+                    _lock: f,
+                };
             }
         }
         panic!("no free port slot");
@@ -79,7 +95,11 @@ impl Proc {
             .stderr(Stdio::from(err))
             .spawn()
             .expect("spawn rmq");
-        Self { name: name.into(), child: Some(child), log }
+        Self {
+            name: name.into(),
+            child: Some(child),
+            log,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -130,7 +150,11 @@ pub fn wait_port(port: u16, proc: &Proc) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("{} did not open port {port}; log:\n{}", proc.name, proc.log_text());
+    panic!(
+        "{} did not open port {port}; log:\n{}",
+        proc.name,
+        proc.log_text()
+    );
 }
 
 /// `rmq standalone` with its own data folder and ports.
@@ -152,7 +176,12 @@ impl Standalone {
         let dir = tempfile::tempdir().expect("tempdir");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let proc = Self::spawn(&slot, dir.path(), &extra);
-        Self { slot, dir, proc, extra }
+        Self {
+            slot,
+            dir,
+            proc,
+            extra,
+        }
     }
 
     fn spawn(slot: &PortSlot, dir: &Path, extra: &[String]) -> Proc {

@@ -11,7 +11,12 @@ use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_flush_kill9_mid_stream_loses_no_acked_message() {
-    let mut s = Standalone::start(&["--set", "flushDiskType=SYNC_FLUSH", "--set", "mappedFileSizeCommitLog=262144"]);
+    let mut s = Standalone::start(&[
+        "--set",
+        "flushDiskType=SYNC_FLUSH",
+        "--set",
+        "mappedFileSizeCommitLog=262144",
+    ]);
     s.create_topic("Durable", &[]);
     let url = s.access_url();
     let acked: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
@@ -28,11 +33,20 @@ async fn sync_flush_kill9_mid_stream_loses_no_acked_message() {
             let mut p = Producer::new(o, copt).unwrap();
             p.start().await.unwrap();
             for i in 0..100_000u32 {
-                let body = format!("w{w}-{i}-").repeat(1 + (i % 40) as usize).into_bytes();
-                let msg = MessageBuilder::builder().set_topic("Durable").set_body(body.clone()).build().unwrap();
+                let body = format!("w{w}-{i}-")
+                    .repeat(1 + (i % 40) as usize)
+                    .into_bytes();
+                let msg = MessageBuilder::builder()
+                    .set_topic("Durable")
+                    .set_body(body.clone())
+                    .build()
+                    .unwrap();
                 match tokio::time::timeout(Duration::from_secs(3), p.send(msg)).await {
                     Ok(Ok(r)) => {
-                        acked.lock().unwrap().insert(r.message_id().to_string(), body);
+                        acked
+                            .lock()
+                            .unwrap()
+                            .insert(r.message_id().to_string(), body);
                     }
                     _ => break,
                 }
@@ -48,7 +62,11 @@ async fn sync_flush_kill9_mid_stream_loses_no_acked_message() {
         let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 400, "the stream was running when killed ({} acked)", acked.len());
+    assert!(
+        acked.len() >= 400,
+        "the stream was running when killed ({} acked)",
+        acked.len()
+    );
 
     s.restart();
     let mut copt = ClientOption::default();
@@ -63,7 +81,15 @@ async fn sync_flush_kill9_mid_stream_loses_no_acked_message() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut empty_rounds = 0;
     while Instant::now() < deadline && empty_rounds < 2 {
-        let got = c.receive_with("Durable", &FilterExpression::new(FilterType::Tag, "*"), 32, Duration::from_secs(60)).await.unwrap();
+        let got = c
+            .receive_with(
+                "Durable",
+                &FilterExpression::new(FilterType::Tag, "*"),
+                32,
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
         if got.is_empty() {
             empty_rounds += 1;
         }
@@ -73,9 +99,18 @@ async fn sync_flush_kill9_mid_stream_loses_no_acked_message() {
         }
     }
     let missing: Vec<&String> = acked.keys().filter(|id| !seen.contains_key(*id)).collect();
-    assert!(missing.is_empty(), "{} acknowledged messages lost after kill -9, e.g. {:?}", missing.len(), missing.first());
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged messages lost after kill -9, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
     for (id, body) in &acked {
         assert_eq!(seen.get(id), Some(body), "message {id} delivered intact");
     }
-    eprintln!("acked {} before kill -9, delivered {} after restart", acked.len(), seen.len());
+    eprintln!(
+        "acked {} before kill -9, delivered {} after restart",
+        acked.len(),
+        seen.len()
+    );
 }

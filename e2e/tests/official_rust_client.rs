@@ -45,7 +45,12 @@ async fn receive_n(
     let mut out = Vec::new();
     while out.len() < want && Instant::now() < deadline {
         let got = c
-            .receive_with(topic, &FilterExpression::new(FilterType::Tag, expr), 32, Duration::from_secs(30))
+            .receive_with(
+                topic,
+                &FilterExpression::new(FilterType::Tag, expr),
+                32,
+                Duration::from_secs(30),
+            )
             .await
             .expect("receive");
         for m in got {
@@ -59,7 +64,10 @@ async fn receive_n(
 }
 
 fn now_s() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,28 +91,58 @@ async fn fields_round_trip_and_ids_match() {
         .unwrap();
     let receipt = p.send(msg).await.expect("send");
     let batch: Vec<_> = (0..3)
-        .map(|i| MessageBuilder::builder().set_topic("RoundTrip").set_tag("TagB").set_body(vec![i; 10]).build().unwrap())
+        .map(|i| {
+            MessageBuilder::builder()
+                .set_topic("RoundTrip")
+                .set_tag("TagB")
+                .set_body(vec![i; 10])
+                .build()
+                .unwrap()
+        })
         .collect();
-    let batch_ids: Vec<String> = p.batch_send(batch).await.expect("batch send").iter().map(|r| r.message_id().to_string()).collect();
+    let batch_ids: Vec<String> = p
+        .batch_send(batch)
+        .await
+        .expect("batch send")
+        .iter()
+        .map(|r| r.message_id().to_string())
+        .collect();
     assert_eq!(batch_ids.len(), 3);
 
     let c = consumer(&url, "GroupRoundTrip", "RoundTrip").await;
     let got = receive_n(&c, "RoundTrip", "*", 4, Duration::from_secs(30), true).await;
     assert_eq!(got.len(), 4, "every message delivered once");
-    let m = got.iter().find(|m| m.message_id() == receipt.message_id()).expect("message id equals the send receipt's");
+    let m = got
+        .iter()
+        .find(|m| m.message_id() == receipt.message_id())
+        .expect("message id equals the send receipt's");
     assert_eq!(m.body(), &body[..]);
     assert_eq!(m.tag(), Some("TagA"));
     let keys: HashSet<&str> = m.keys().iter().map(String::as_str).collect();
     assert_eq!(keys, HashSet::from(["key-1", "key-2"]));
-    assert_eq!(m.properties().get("color").map(String::as_str), Some("blue"));
+    assert_eq!(
+        m.properties().get("color").map(String::as_str),
+        Some("blue")
+    );
     assert_eq!(m.properties().get("size").map(String::as_str), Some("L"));
-    assert_eq!(m.properties().len(), 2, "no system property leaks into user properties");
+    assert_eq!(
+        m.properties().len(),
+        2,
+        "no system property leaks into user properties"
+    );
     assert_eq!(m.delivery_attempt(), 1);
-    assert!((t0 - 2..=now_s() + 1).contains(&m.born_timestamp()), "born timestamp {} near {t0}", m.born_timestamp());
+    assert!(
+        (t0 - 2..=now_s() + 1).contains(&m.born_timestamp()),
+        "born timestamp {} near {t0}",
+        m.born_timestamp()
+    );
     assert!(!m.born_host().is_empty());
     let got_ids: HashSet<&str> = got.iter().map(|m| m.message_id()).collect();
     for id in &batch_ids {
-        assert!(got_ids.contains(id.as_str()), "batch message {id} delivered");
+        assert!(
+            got_ids.contains(id.as_str()),
+            "batch message {id} delivered"
+        );
     }
     assert!(p.shutdown().await.is_ok(), "producer shutdown returns Ok");
     assert!(c.shutdown().await.is_ok(), "consumer shutdown returns Ok");
@@ -117,28 +155,49 @@ async fn unacked_message_returns_with_attempt_two_and_new_handle() {
     let url = s.access_url();
     let p = producer(&url, "Redeliver").await;
     let id = p
-        .send(MessageBuilder::builder().set_topic("Redeliver").set_body(b"again".to_vec()).build().unwrap())
+        .send(
+            MessageBuilder::builder()
+                .set_topic("Redeliver")
+                .set_body(b"again".to_vec())
+                .build()
+                .unwrap(),
+        )
         .await
         .unwrap()
         .message_id()
         .to_string();
     let c = consumer(&url, "GroupRedeliver", "Redeliver").await;
     let expr = FilterExpression::new(FilterType::Tag, "*");
-    let first = c.receive_with("Redeliver", &expr, 16, Duration::from_secs(10)).await.unwrap();
+    let first = c
+        .receive_with("Redeliver", &expr, 16, Duration::from_secs(10))
+        .await
+        .unwrap();
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].delivery_attempt(), 1);
     let popped_at = Instant::now();
     let mut second = Vec::new();
     while second.is_empty() && popped_at.elapsed() < Duration::from_secs(40) {
-        second = c.receive_with("Redeliver", &expr, 16, Duration::from_secs(10)).await.unwrap();
+        second = c
+            .receive_with("Redeliver", &expr, 16, Duration::from_secs(10))
+            .await
+            .unwrap();
     }
-    assert!(popped_at.elapsed() >= Duration::from_secs(9), "not redelivered before its invisible time");
+    assert!(
+        popped_at.elapsed() >= Duration::from_secs(9),
+        "not redelivered before its invisible time"
+    );
     assert_eq!(second.len(), 1, "redelivered after the invisible duration");
     assert_eq!(second[0].message_id(), id);
     assert_eq!(second[0].delivery_attempt(), 2);
-    assert!(c.ack(&first[0]).await.is_err(), "the superseded handle no longer acks");
+    assert!(
+        c.ack(&first[0]).await.is_err(),
+        "the superseded handle no longer acks"
+    );
     c.ack(&second[0]).await.expect("the new handle acks");
-    let third = c.receive_with("Redeliver", &expr, 16, Duration::from_secs(10)).await.unwrap();
+    let third = c
+        .receive_with("Redeliver", &expr, 16, Duration::from_secs(10))
+        .await
+        .unwrap();
     assert!(third.is_empty(), "an acked message does not come back");
 }
 
@@ -151,7 +210,14 @@ async fn tag_filters_and_two_groups() {
     let mut sent = HashMap::new();
     for (i, tag) in ["A", "B", "C", "A", "C"].iter().enumerate() {
         let r = p
-            .send(MessageBuilder::builder().set_topic("Tags").set_tag(*tag).set_body(vec![i as u8; 4]).build().unwrap())
+            .send(
+                MessageBuilder::builder()
+                    .set_topic("Tags")
+                    .set_tag(*tag)
+                    .set_body(vec![i as u8; 4])
+                    .build()
+                    .unwrap(),
+            )
             .await
             .unwrap();
         sent.insert(r.message_id().to_string(), *tag);
@@ -159,17 +225,33 @@ async fn tag_filters_and_two_groups() {
     let all = consumer(&url, "GroupAll", "Tags").await;
     let got_all = receive_n(&all, "Tags", "*", 5, Duration::from_secs(30), true).await;
     let ids: HashSet<String> = got_all.iter().map(|m| m.message_id().to_string()).collect();
-    assert_eq!(ids, sent.keys().cloned().collect::<HashSet<_>>(), "'*' gets every message");
+    assert_eq!(
+        ids,
+        sent.keys().cloned().collect::<HashSet<_>>(),
+        "'*' gets every message"
+    );
 
     let ab = consumer(&url, "GroupAB", "Tags").await;
     let got_ab = receive_n(&ab, "Tags", "A||B", 3, Duration::from_secs(30), true).await;
     assert_eq!(got_ab.len(), 3, "A||B gets the three A and B messages");
-    assert!(got_ab.iter().all(|m| matches!(m.tag(), Some("A") | Some("B"))));
+    assert!(
+        got_ab
+            .iter()
+            .all(|m| matches!(m.tag(), Some("A") | Some("B")))
+    );
     let extra = ab
-        .receive_with("Tags", &FilterExpression::new(FilterType::Tag, "A||B"), 32, Duration::from_secs(30))
+        .receive_with(
+            "Tags",
+            &FilterExpression::new(FilterType::Tag, "A||B"),
+            32,
+            Duration::from_secs(30),
+        )
         .await
         .unwrap();
-    assert!(extra.is_empty(), "C messages are never delivered to an A||B subscription");
+    assert!(
+        extra.is_empty(),
+        "C messages are never delivered to an A||B subscription"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,9 +259,25 @@ async fn empty_body_is_refused_without_a_panic() {
     let s = Standalone::start(&[]);
     s.create_topic("Empty", &[]);
     let p = producer(&s.access_url(), "Empty").await;
-    let r = p.send(MessageBuilder::builder().set_topic("Empty").set_body(vec![]).build().unwrap()).await;
+    let r = p
+        .send(
+            MessageBuilder::builder()
+                .set_topic("Empty")
+                .set_body(vec![])
+                .build()
+                .unwrap(),
+        )
+        .await;
     assert!(r.is_err(), "an empty body is refused");
-    let ok = p.send(MessageBuilder::builder().set_topic("Empty").set_body(vec![1]).build().unwrap()).await;
+    let ok = p
+        .send(
+            MessageBuilder::builder()
+                .set_topic("Empty")
+                .set_body(vec![1])
+                .build()
+                .unwrap(),
+        )
+        .await;
     assert!(ok.is_ok(), "the server keeps serving");
 }
 
@@ -189,5 +287,8 @@ async fn unknown_topic_fails_producer_start() {
     let mut o = ProducerOption::default();
     o.set_topics(vec!["NoSuchTopic"]);
     let mut p = Producer::new(o, client_option(&s.access_url())).unwrap();
-    assert!(p.start().await.is_err(), "TOPIC_NOT_FOUND surfaces at start");
+    assert!(
+        p.start().await.is_err(),
+        "TOPIC_NOT_FOUND surfaces at start"
+    );
 }

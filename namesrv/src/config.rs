@@ -14,7 +14,11 @@ pub struct NamesrvConfig {
 
 impl Default for NamesrvConfig {
     fn default() -> Self {
-        Self { listen_port: 9876, scan_not_active_broker_interval_ms: 5_000, broker_expired_time_ms: 120_000 }
+        Self {
+            listen_port: 9876,
+            scan_not_active_broker_interval_ms: 5_000,
+            broker_expired_time_ms: 120_000,
+        }
     }
 }
 
@@ -25,20 +29,32 @@ pub struct ConfigError {
     pub value: String,
 }
 
-const ACCEPTED: &[&str] = &["rocketmqHome", "kvConfigPath", "configStorePath", "orderMessageEnable", "clusterTest"];
+const ACCEPTED: &[&str] = &[
+    "rocketmqHome",
+    "kvConfigPath",
+    "configStorePath",
+    "orderMessageEnable",
+    "clusterTest",
+];
 
 impl NamesrvConfig {
     /// Applies the file; returns keys it does not know (to warn about).
     pub fn apply(&mut self, p: &PropertiesFile) -> Result<Vec<String>, ConfigError> {
         let mut unknown = Vec::new();
         for (k, v) in p.iter() {
-            let bad = || ConfigError { key: k.into(), value: v.into() };
+            let bad = || ConfigError {
+                key: k.into(),
+                value: v.into(),
+            };
             match k {
                 "listenPort" => self.listen_port = v.parse().map_err(|_| bad())?,
                 "scanNotActiveBrokerInterval" => {
-                    self.scan_not_active_broker_interval_ms = v.parse::<u64>().map_err(|_| bad())?.max(100)
+                    self.scan_not_active_broker_interval_ms =
+                        v.parse::<u64>().map_err(|_| bad())?.max(100)
                 }
-                "brokerExpiredTime" => self.broker_expired_time_ms = v.parse::<u64>().map_err(|_| bad())?.max(100),
+                "brokerExpiredTime" => {
+                    self.broker_expired_time_ms = v.parse::<u64>().map_err(|_| bad())?.max(100)
+                }
                 _ if ACCEPTED.contains(&k) => {}
                 _ => unknown.push(k.to_string()),
             }

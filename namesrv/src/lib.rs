@@ -15,12 +15,18 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// Serves until `shutdown` flips to true.
-pub async fn run(cfg: NamesrvConfig, bind_host: &str, shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+pub async fn run(
+    cfg: NamesrvConfig,
+    bind_host: &str,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
     let addr: SocketAddr = format!("{bind_host}:{}", cfg.listen_port)
         .parse()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    let registry = Arc::new(registry::Registry::new(Duration::from_millis(cfg.broker_expired_time_ms)));
+    let registry = Arc::new(registry::Registry::new(Duration::from_millis(
+        cfg.broker_expired_time_ms,
+    )));
     let scanner = {
         let registry = registry.clone();
         let every = Duration::from_millis(cfg.scan_not_active_broker_interval_ms);
@@ -41,9 +47,12 @@ pub async fn run(cfg: NamesrvConfig, bind_host: &str, shutdown: watch::Receiver<
         .max_encoding_message_size(64 * 1024 * 1024);
     let r = tonic::transport::Server::builder()
         .add_service(svc)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
-            let _ = sd.wait_for(|v| *v).await;
-        })
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async move {
+                let _ = sd.wait_for(|v| *v).await;
+            },
+        )
         .await;
     scanner.abort();
     r.map_err(std::io::Error::other)

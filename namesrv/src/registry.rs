@@ -23,16 +23,35 @@ fn now_ms() -> i64 {
 
 impl Registry {
     pub fn new(expiry: Duration) -> Self {
-        Self { expiry, brokers: Mutex::new(BTreeMap::new()) }
+        Self {
+            expiry,
+            brokers: Mutex::new(BTreeMap::new()),
+        }
     }
 
     /// Records a registration; returns the master's store and HA addresses of that group.
     pub fn register(&self, req: RegisterBrokerRequest) -> (String, String) {
         let mut b = self.brokers.lock();
         // The same address under another id means a role change: drop the stale entry.
-        b.retain(|(c, n, id), e| !(c == &req.cluster_name && n == &req.broker_name && *id != req.broker_id && e.req.broker_addr == req.broker_addr));
-        let key = (req.cluster_name.clone(), req.broker_name.clone(), req.broker_id);
-        b.insert(key, Entry { req: req.clone(), last: Instant::now(), last_wall_ms: now_ms() });
+        b.retain(|(c, n, id), e| {
+            !(c == &req.cluster_name
+                && n == &req.broker_name
+                && *id != req.broker_id
+                && e.req.broker_addr == req.broker_addr)
+        });
+        let key = (
+            req.cluster_name.clone(),
+            req.broker_name.clone(),
+            req.broker_id,
+        );
+        b.insert(
+            key,
+            Entry {
+                req: req.clone(),
+                last: Instant::now(),
+                last_wall_ms: now_ms(),
+            },
+        );
         b.iter()
             .find(|((c, n, id), _)| c == &req.cluster_name && n == &req.broker_name && *id == 0)
             .map(|(_, e)| (e.req.broker_addr.clone(), e.req.ha_addr.clone()))
@@ -40,9 +59,9 @@ impl Registry {
     }
 
     pub fn unregister(&self, cluster: &str, name: &str, id: i64, addr: &str) {
-        self.brokers
-            .lock()
-            .retain(|(c, n, i), e| !(c == cluster && n == name && *i == id && e.req.broker_addr == addr));
+        self.brokers.lock().retain(|(c, n, i), e| {
+            !(c == cluster && n == name && *i == id && e.req.broker_addr == addr)
+        });
     }
 
     /// Drops registrations older than the expiry; returns their descriptions.
@@ -67,16 +86,24 @@ impl Registry {
             if let Some(t) = e.req.topics.iter().find(|t| t.name == topic) {
                 let better = queues.get(name).is_none_or(|(prev, _)| *id < *prev);
                 if better {
-                    let perm = t.perm & if e.req.broker_permission == 0 { 6 } else { e.req.broker_permission };
+                    let perm = t.perm
+                        & if e.req.broker_permission == 0 {
+                            6
+                        } else {
+                            e.req.broker_permission
+                        };
                     queues.insert(
                         name.clone(),
-                        (*id, QueueData {
-                            broker_name: name.clone(),
-                            read_queue_nums: t.read_queue_nums,
-                            write_queue_nums: t.write_queue_nums,
-                            perm,
-                            attributes: t.attributes.clone(),
-                        }),
+                        (
+                            *id,
+                            QueueData {
+                                broker_name: name.clone(),
+                                read_queue_nums: t.read_queue_nums,
+                                write_queue_nums: t.write_queue_nums,
+                                perm,
+                                attributes: t.attributes.clone(),
+                            },
+                        ),
                     );
                 }
             }
@@ -86,12 +113,19 @@ impl Registry {
             if queues.contains_key(name) {
                 brokers
                     .entry(name.clone())
-                    .or_insert_with(|| BrokerData { cluster: cluster.clone(), broker_name: name.clone(), broker_addrs: HashMap::new() })
+                    .or_insert_with(|| BrokerData {
+                        cluster: cluster.clone(),
+                        broker_name: name.clone(),
+                        broker_addrs: HashMap::new(),
+                    })
                     .broker_addrs
                     .insert(*id, e.req.broker_addr.clone());
             }
         }
-        (queues.into_values().map(|(_, q)| q).collect(), brokers.into_values().collect())
+        (
+            queues.into_values().map(|(_, q)| q).collect(),
+            brokers.into_values().collect(),
+        )
     }
 
     pub fn cluster_info(&self) -> Vec<BrokerLive> {
@@ -112,8 +146,12 @@ impl Registry {
     }
 
     pub fn topics(&self) -> Vec<String> {
-        let set: BTreeSet<String> =
-            self.brokers.lock().values().flat_map(|e| e.req.topics.iter().map(|t| t.name.clone())).collect();
+        let set: BTreeSet<String> = self
+            .brokers
+            .lock()
+            .values()
+            .flat_map(|e| e.req.topics.iter().map(|t| t.name.clone()))
+            .collect();
         set.into_iter().collect()
     }
 }

@@ -19,30 +19,50 @@ impl NamesrvGrpc {
 }
 
 fn ok() -> Option<StoreResult> {
-    Some(StoreResult { code: Code::Ok as i32, message: "OK".into() })
+    Some(StoreResult {
+        code: Code::Ok as i32,
+        message: "OK".into(),
+    })
 }
 
 #[tonic::async_trait]
 impl NamesrvService for NamesrvGrpc {
-    async fn register_broker(&self, req: Request<RegisterBrokerRequest>) -> Result<Response<RegisterBrokerResponse>, Status> {
+    async fn register_broker(
+        &self,
+        req: Request<RegisterBrokerRequest>,
+    ) -> Result<Response<RegisterBrokerResponse>, Status> {
         let req = req.into_inner();
         if req.cluster_name.is_empty() || req.broker_name.is_empty() || req.broker_addr.is_empty() {
             return Ok(Response::new(RegisterBrokerResponse {
-                result: Some(StoreResult { code: Code::BadRequest as i32, message: "cluster, name and address are required".into() }),
+                result: Some(StoreResult {
+                    code: Code::BadRequest as i32,
+                    message: "cluster, name and address are required".into(),
+                }),
                 ..Default::default()
             }));
         }
         let (master_addr, master_ha_addr) = self.registry.register(req);
-        Ok(Response::new(RegisterBrokerResponse { result: ok(), master_addr, master_ha_addr }))
+        Ok(Response::new(RegisterBrokerResponse {
+            result: ok(),
+            master_addr,
+            master_ha_addr,
+        }))
     }
 
-    async fn unregister_broker(&self, req: Request<UnregisterBrokerRequest>) -> Result<Response<AdminResponse>, Status> {
+    async fn unregister_broker(
+        &self,
+        req: Request<UnregisterBrokerRequest>,
+    ) -> Result<Response<AdminResponse>, Status> {
         let r = req.into_inner();
-        self.registry.unregister(&r.cluster_name, &r.broker_name, r.broker_id, &r.broker_addr);
+        self.registry
+            .unregister(&r.cluster_name, &r.broker_name, r.broker_id, &r.broker_addr);
         Ok(Response::new(AdminResponse { result: ok() }))
     }
 
-    async fn get_route(&self, req: Request<GetRouteRequest>) -> Result<Response<GetRouteResponse>, Status> {
+    async fn get_route(
+        &self,
+        req: Request<GetRouteRequest>,
+    ) -> Result<Response<GetRouteResponse>, Status> {
         let topic = req.into_inner().topic;
         let (queue_datas, broker_datas) = self.registry.route(&topic);
         let result = if queue_datas.is_empty() {
@@ -53,14 +73,30 @@ impl NamesrvService for NamesrvGrpc {
         } else {
             ok()
         };
-        Ok(Response::new(GetRouteResponse { result, queue_datas, broker_datas }))
+        Ok(Response::new(GetRouteResponse {
+            result,
+            queue_datas,
+            broker_datas,
+        }))
     }
 
-    async fn get_cluster_info(&self, _: Request<ClusterInfoRequest>) -> Result<Response<ClusterInfoResponse>, Status> {
-        Ok(Response::new(ClusterInfoResponse { result: ok(), brokers: self.registry.cluster_info() }))
+    async fn get_cluster_info(
+        &self,
+        _: Request<ClusterInfoRequest>,
+    ) -> Result<Response<ClusterInfoResponse>, Status> {
+        Ok(Response::new(ClusterInfoResponse {
+            result: ok(),
+            brokers: self.registry.cluster_info(),
+        }))
     }
 
-    async fn get_topic_list(&self, _: Request<TopicListRequest>) -> Result<Response<TopicListResponse>, Status> {
-        Ok(Response::new(TopicListResponse { result: ok(), topics: self.registry.topics() }))
+    async fn get_topic_list(
+        &self,
+        _: Request<TopicListRequest>,
+    ) -> Result<Response<TopicListResponse>, Status> {
+        Ok(Response::new(TopicListResponse {
+            result: ok(),
+            topics: self.registry.topics(),
+        }))
     }
 }

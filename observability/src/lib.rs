@@ -41,7 +41,10 @@ pub fn init_metrics() {
         };
         let provider = SdkMeterProvider::builder().with_reader(exporter).build();
         opentelemetry::global::set_meter_provider(provider.clone());
-        Some(Metrics { registry, _provider: provider })
+        Some(Metrics {
+            registry,
+            _provider: provider,
+        })
     });
 }
 
@@ -58,7 +61,9 @@ pub fn render() -> String {
     };
     let families = m.registry.gather();
     let mut buf = Vec::new();
-    if let Err(e) = prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &families, &mut buf) {
+    if let Err(e) =
+        prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &families, &mut buf)
+    {
         tracing::warn!(error = %e, "metrics encoding failed");
     }
     String::from_utf8(buf).unwrap_or_default()
@@ -79,7 +84,10 @@ pub fn init_tracing() {
     ONCE.get_or_init(|| {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
     });
 }
 
@@ -95,5 +103,7 @@ pub async fn serve_metrics(
         .route("/healthz", get(|| async { "ok" }));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "metrics endpoint listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -8,8 +8,9 @@ use rmq_proto::namesrv::{BrokerData, ClusterInfoRequest, GetRouteRequest, QueueD
 use rmq_proto::store::store_service_client::StoreServiceClient;
 use rmq_proto::store::store_service_server::StoreService;
 use rmq_proto::store::{
-    AckRequest, AckResponse, AppendRequest, AppendResponse, ChangeInvisibleRequest, ChangeInvisibleResponse,
-    GetGroupRequest, GetGroupResponse, GetTopicRequest, GetTopicResponse, PopRequest, PopResponse,
+    AckRequest, AckResponse, AppendRequest, AppendResponse, ChangeInvisibleRequest,
+    ChangeInvisibleResponse, GetGroupRequest, GetGroupResponse, GetTopicRequest, GetTopicResponse,
+    PopRequest, PopResponse,
 };
 use rmq_proto::v2::Code;
 use std::collections::HashMap;
@@ -50,7 +51,11 @@ impl StoreClient {
     store_call!(append, AppendRequest, AppendResponse);
     store_call!(pop, PopRequest, PopResponse);
     store_call!(ack, AckRequest, AckResponse);
-    store_call!(change_invisible, ChangeInvisibleRequest, ChangeInvisibleResponse);
+    store_call!(
+        change_invisible,
+        ChangeInvisibleRequest,
+        ChangeInvisibleResponse
+    );
     store_call!(get_group, GetGroupRequest, GetGroupResponse);
     store_call!(get_topic, GetTopicRequest, GetTopicResponse);
 }
@@ -59,8 +64,13 @@ impl StoreClient {
 pub fn check(r: &Option<rmq_proto::store::Result>) -> Result<(), ProxyError> {
     match r {
         Some(r) if r.code == Code::Ok as i32 => Ok(()),
-        Some(r) => Err(ProxyError::Store { code: r.code, message: r.message.clone() }),
-        None => Err(ProxyError::Internal("store answered without a result".into())),
+        Some(r) => Err(ProxyError::Store {
+            code: r.code,
+            message: r.message.clone(),
+        }),
+        None => Err(ProxyError::Internal(
+            "store answered without a result".into(),
+        )),
     }
 }
 
@@ -73,17 +83,31 @@ pub struct Route {
 impl Route {
     /// Address of the group's master (brokerId 0), if one is registered.
     pub fn master_addr(&self, broker: &str) -> Option<&str> {
-        self.brokers.get(broker)?.broker_addrs.get(&0).map(String::as_str)
+        self.brokers
+            .get(broker)?
+            .broker_addrs
+            .get(&0)
+            .map(String::as_str)
     }
 
     /// Where to read from: the master, else the replica with the lowest id.
     pub fn read_addr(&self, broker: &str) -> Option<&str> {
         let b = self.brokers.get(broker)?;
-        b.broker_addrs.get(&0).or_else(|| b.broker_addrs.iter().min_by_key(|(id, _)| **id).map(|(_, a)| a)).map(String::as_str)
+        b.broker_addrs
+            .get(&0)
+            .or_else(|| {
+                b.broker_addrs
+                    .iter()
+                    .min_by_key(|(id, _)| **id)
+                    .map(|(_, a)| a)
+            })
+            .map(String::as_str)
     }
 
     pub fn attribute(&self, key: &str) -> Option<&str> {
-        self.queues.iter().find_map(|q| q.attributes.get(key).map(String::as_str))
+        self.queues
+            .iter()
+            .find_map(|q| q.attributes.get(key).map(String::as_str))
     }
 }
 
@@ -103,10 +127,18 @@ fn endpoint(addr: &str) -> Result<Endpoint, ProxyError> {
 }
 
 impl Cluster {
-    pub fn new(namesrv_addrs: &[String], local: Option<(String, Arc<dyn StoreService>)>) -> Result<Self, ProxyError> {
+    pub fn new(
+        namesrv_addrs: &[String],
+        local: Option<(String, Arc<dyn StoreService>)>,
+    ) -> Result<Self, ProxyError> {
         let namesrvs = namesrv_addrs
             .iter()
-            .map(|a| Ok((a.clone(), NamesrvServiceClient::new(endpoint(a)?.connect_lazy()))))
+            .map(|a| {
+                Ok((
+                    a.clone(),
+                    NamesrvServiceClient::new(endpoint(a)?.connect_lazy()),
+                ))
+            })
             .collect::<Result<Vec<_>, ProxyError>>()?;
         Ok(Self {
             namesrvs,
@@ -120,10 +152,10 @@ impl Cluster {
 
     /// The topic's route from the first name server that knows it.
     pub async fn route(&self, topic: &str) -> Result<Arc<Route>, ProxyError> {
-        if let Some((at, r)) = self.routes.lock().get(topic) {
-            if at.elapsed() < ROUTE_TTL {
-                return Ok(r.clone());
-            }
+        if let Some((at, r)) = self.routes.lock().get(topic)
+            && at.elapsed() < ROUTE_TTL
+        {
+            return Ok(r.clone());
         }
         if self.namesrvs.is_empty() {
             return Err(ProxyError::Internal("no name server configured".into()));
@@ -133,7 +165,9 @@ impl Cluster {
         let mut not_found = false;
         for i in 0..self.namesrvs.len() {
             let (addr, client) = &self.namesrvs[(start + i) % self.namesrvs.len()];
-            let mut req = tonic::Request::new(GetRouteRequest { topic: topic.to_string() });
+            let mut req = tonic::Request::new(GetRouteRequest {
+                topic: topic.to_string(),
+            });
             req.set_timeout(Duration::from_secs(3));
             match client.clone().get_route(req).await {
                 Ok(resp) => {
@@ -144,9 +178,15 @@ impl Cluster {
                     }
                     let route = Arc::new(Route {
                         queues: resp.queue_datas,
-                        brokers: resp.broker_datas.into_iter().map(|b| (b.broker_name.clone(), b)).collect(),
+                        brokers: resp
+                            .broker_datas
+                            .into_iter()
+                            .map(|b| (b.broker_name.clone(), b))
+                            .collect(),
                     });
-                    self.routes.lock().insert(topic.to_string(), (Instant::now(), route.clone()));
+                    self.routes
+                        .lock()
+                        .insert(topic.to_string(), (Instant::now(), route.clone()));
                     return Ok(route);
                 }
                 Err(e) => {
@@ -161,7 +201,9 @@ impl Cluster {
         }
         Err(ProxyError::StoreUnavailable(format!(
             "no name server answered: {}",
-            last_err.map(|e| e.message().to_string()).unwrap_or_default()
+            last_err
+                .map(|e| e.message().to_string())
+                .unwrap_or_default()
         )))
     }
 
@@ -172,10 +214,10 @@ impl Cluster {
 
     /// A client for the store node at `addr`.
     pub fn store(&self, addr: &str) -> Result<StoreClient, ProxyError> {
-        if let Some((a, c)) = &self.local {
-            if a == addr {
-                return Ok(c.clone());
-            }
+        if let Some((a, c)) = &self.local
+            && a == addr
+        {
+            return Ok(c.clone());
         }
         let mut stores = self.stores.lock();
         if let Some(c) = stores.get(addr) {
@@ -212,7 +254,9 @@ impl Cluster {
         }
         match &self.local {
             Some((_, c)) => Ok(c.clone()),
-            None => Err(ProxyError::StoreUnavailable(format!("no master of cluster {cluster} is registered"))),
+            None => Err(ProxyError::StoreUnavailable(format!(
+                "no master of cluster {cluster} is registered"
+            ))),
         }
     }
 }

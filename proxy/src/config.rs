@@ -49,31 +49,55 @@ impl Default for ProxyConfig {
 }
 
 /// Keys Apache's proxy knows that we accept without acting on them.
-const ACCEPTED: &[&str] = &["proxyMode", "remotingListenPort", "tlsTestModeEnable", "tlsKeyPath", "tlsCertPath",
-    "metricsExporterType", "metricCollectorMode", "metricCollectorAddress", "grpcMaxInboundMessageSize"];
+const ACCEPTED: &[&str] = &[
+    "proxyMode",
+    "remotingListenPort",
+    "tlsTestModeEnable",
+    "tlsKeyPath",
+    "tlsCertPath",
+    "metricsExporterType",
+    "metricCollectorMode",
+    "metricCollectorAddress",
+    "grpcMaxInboundMessageSize",
+];
 
-const KNOWN: &[&str] = &["rocketMQClusterName", "proxyClusterName", "proxyName", "namesrvAddr", "grpcServerPort",
-    "metricsPromExporterPort", "maxMessageSize", "enableTopicMessageTypeCheck", "minLongPollingMs",
-    "maxLongPollingMs", "defaultInvisibleTimeMs"];
+const KNOWN: &[&str] = &[
+    "rocketMQClusterName",
+    "proxyClusterName",
+    "proxyName",
+    "namesrvAddr",
+    "grpcServerPort",
+    "metricsPromExporterPort",
+    "maxMessageSize",
+    "enableTopicMessageTypeCheck",
+    "minLongPollingMs",
+    "maxLongPollingMs",
+    "defaultInvisibleTimeMs",
+];
 
 impl ProxyConfig {
     /// Parses `rmq-proxy.json`; returns the config and the keys it did not recognise.
     pub fn from_json(text: &str) -> Result<(Self, Vec<String>), String> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
-        let obj = value.as_object().ok_or("the proxy config must be a JSON object")?;
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+        let obj = value
+            .as_object()
+            .ok_or("the proxy config must be a JSON object")?;
         let unknown = obj
             .keys()
             .filter(|k| !KNOWN.contains(&k.as_str()) && !ACCEPTED.contains(&k.as_str()))
             .cloned()
             .collect();
-        let cfg: Self = serde_json::from_value(value.clone()).map_err(|e| format!("invalid value: {e}"))?;
+        let cfg: Self =
+            serde_json::from_value(value.clone()).map_err(|e| format!("invalid value: {e}"))?;
         Ok((cfg, unknown))
     }
 
     /// Applies one `key=value` override (CLI `--set`).
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         let mut obj = serde_json::to_value(SerializableView(self)).map_err(|e| e.to_string())?;
-        let parsed = serde_json::from_str::<serde_json::Value>(value).unwrap_or(serde_json::Value::String(value.into()));
+        let parsed = serde_json::from_str::<serde_json::Value>(value)
+            .unwrap_or(serde_json::Value::String(value.into()));
         let map = obj.as_object_mut().ok_or("config is not an object")?;
         if !KNOWN.contains(&key) {
             return Err(format!("unknown proxy key {key}"));
@@ -88,7 +112,12 @@ impl ProxyConfig {
     }
 
     pub fn namesrv_list(&self) -> Vec<String> {
-        self.namesrv_addr.split(';').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+        self.namesrv_addr
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
     }
 }
 
@@ -106,7 +135,10 @@ impl serde::Serialize for SerializableView<'_> {
         m.serialize_entry("grpcServerPort", &c.grpc_server_port)?;
         m.serialize_entry("metricsPromExporterPort", &c.metrics_prom_exporter_port)?;
         m.serialize_entry("maxMessageSize", &c.max_message_size)?;
-        m.serialize_entry("enableTopicMessageTypeCheck", &c.enable_topic_message_type_check)?;
+        m.serialize_entry(
+            "enableTopicMessageTypeCheck",
+            &c.enable_topic_message_type_check,
+        )?;
         m.serialize_entry("minLongPollingMs", &c.min_long_polling_ms)?;
         m.serialize_entry("maxLongPollingMs", &c.max_long_polling_ms)?;
         m.serialize_entry("defaultInvisibleTimeMs", &c.default_invisible_time_ms)?;

@@ -14,19 +14,31 @@ pub struct ClientContext {
 
 impl ClientContext {
     pub fn from_metadata(md: &MetadataMap) -> Self {
-        let get = |k: &str| md.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let get = |k: &str| {
+            md.get(k)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
         Self {
             client_id: get("x-mq-client-id"),
             language: get("x-mq-language"),
             version: get("x-mq-client-version"),
-            deadline_ms: md.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout),
+            deadline_ms: md
+                .get("grpc-timeout")
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_grpc_timeout),
         }
     }
 
     /// Context with the client id required, as Apache's proxy requires it on every RPC.
     pub fn require(md: &MetadataMap) -> Result<Self, (Self, ProxyError)> {
         let c = Self::from_metadata(md);
-        if c.client_id.trim().is_empty() { Err((c, ProxyError::ClientIdRequired)) } else { Ok(c) }
+        if c.client_id.trim().is_empty() {
+            Err((c, ProxyError::ClientIdRequired))
+        } else {
+            Ok(c)
+        }
     }
 
     /// The Rust 5.0.0 crate panics on status codes it does not know.
@@ -41,8 +53,15 @@ impl ClientContext {
 }
 
 fn version_below(v: &str, than: (u32, u32, u32)) -> bool {
-    let mut it = v.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).map(|s| s.parse::<u32>().unwrap_or(0));
-    let parsed = (it.next().unwrap_or(0), it.next().unwrap_or(0), it.next().unwrap_or(0));
+    let mut it = v
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u32>().unwrap_or(0));
+    let parsed = (
+        it.next().unwrap_or(0),
+        it.next().unwrap_or(0),
+        it.next().unwrap_or(0),
+    );
     !v.is_empty() && parsed < than
 }
 
@@ -70,9 +89,17 @@ mod tests {
 
     #[test]
     fn versions_and_timeouts() {
-        let c = ClientContext { language: "RUST".into(), version: "5.0.0".into(), ..Default::default() };
+        let c = ClientContext {
+            language: "RUST".into(),
+            version: "5.0.0".into(),
+            ..Default::default()
+        };
         assert!(c.is_old_rust() && c.before_5_0_3());
-        let p = ClientContext { language: "PYTHON".into(), version: "5.1.2".into(), ..Default::default() };
+        let p = ClientContext {
+            language: "PYTHON".into(),
+            version: "5.1.2".into(),
+            ..Default::default()
+        };
         assert!(!p.is_old_rust() && !p.before_5_0_3());
         assert_eq!(parse_grpc_timeout("40S"), Some(40_000));
         assert_eq!(parse_grpc_timeout("22999m"), Some(22_999));

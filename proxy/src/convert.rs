@@ -20,7 +20,10 @@ fn ts_ms(t: &Timestamp) -> i64 {
 }
 
 pub fn ms_ts(ms: i64) -> Timestamp {
-    Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
 }
 
 pub fn dur_ms(d: &PbDuration) -> i64 {
@@ -28,7 +31,10 @@ pub fn dur_ms(d: &PbDuration) -> i64 {
 }
 
 pub fn ms_dur(ms: i64) -> PbDuration {
-    PbDuration { seconds: ms / 1000, nanos: ((ms % 1000) * 1_000_000) as i32 }
+    PbDuration {
+        seconds: ms / 1000,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    }
 }
 
 fn invalid(code: Code, msg: String) -> ProxyError {
@@ -50,7 +56,10 @@ pub fn type_allowed(topic: TopicMessageType, msg: MessageType) -> bool {
 /// The message type the client declared, or inferred from its fields when unspecified.
 pub fn declared_type(m: &v2::Message) -> MessageType {
     let sp = m.system_properties.as_ref();
-    match sp.map(|s| s.message_type()).unwrap_or(MessageType::Unspecified) {
+    match sp
+        .map(|s| s.message_type())
+        .unwrap_or(MessageType::Unspecified)
+    {
         MessageType::Unspecified => {
             if sp.is_some_and(|s| s.message_group.is_some()) {
                 MessageType::Fifo
@@ -65,34 +74,57 @@ pub fn declared_type(m: &v2::Message) -> MessageType {
 }
 
 /// Validates one message and turns it into what the store appends.
-pub fn to_store(m: &v2::Message, topic: &str, max_body: usize, now_ms: i64) -> Result<StoreMessage, ProxyError> {
-    let sp = m
-        .system_properties
-        .as_ref()
-        .ok_or_else(|| invalid(Code::MessageCorrupted, "message without system properties".into()))?;
+pub fn to_store(
+    m: &v2::Message,
+    topic: &str,
+    max_body: usize,
+    now_ms: i64,
+) -> Result<StoreMessage, ProxyError> {
+    let sp = m.system_properties.as_ref().ok_or_else(|| {
+        invalid(
+            Code::MessageCorrupted,
+            "message without system properties".into(),
+        )
+    })?;
     if m.body.is_empty() {
-        return Err(invalid(Code::MessageBodyEmpty, "message body is empty".into()));
+        return Err(invalid(
+            Code::MessageBodyEmpty,
+            "message body is empty".into(),
+        ));
     }
     if m.body.len() > max_body {
         return Err(invalid(
             Code::MessageBodyTooLarge,
-            format!("message body size {} exceeds the limit of {max_body} bytes", m.body.len()),
+            format!(
+                "message body size {} exceeds the limit of {max_body} bytes",
+                m.body.len()
+            ),
         ));
     }
     if sp.message_id.trim().is_empty() {
-        return Err(invalid(Code::IllegalMessageId, "message id cannot be blank".into()));
+        return Err(invalid(
+            Code::IllegalMessageId,
+            "message id cannot be blank".into(),
+        ));
     }
     let mut props: Vec<(String, String)> = Vec::with_capacity(m.user_properties.len() + 6);
     let mut size = 0usize;
     if m.user_properties.len() > validate::MAX_USER_PROPERTIES {
         return Err(invalid(
             Code::MessagePropertiesTooLarge,
-            format!("{} user properties exceed the limit of {}", m.user_properties.len(), validate::MAX_USER_PROPERTIES),
+            format!(
+                "{} user properties exceed the limit of {}",
+                m.user_properties.len(),
+                validate::MAX_USER_PROPERTIES
+            ),
         ));
     }
     for (k, v) in &m.user_properties {
         if k == keys::SHARDING_KEY {
-            return Err(invalid(Code::IllegalMessagePropertyKey, format!("property key {k} is reserved")));
+            return Err(invalid(
+                Code::IllegalMessagePropertyKey,
+                format!("property key {k} is reserved"),
+            ));
         }
         validate::check_property(k, v).map_err(|e| invalid(Code::IllegalMessagePropertyKey, e))?;
         size += k.len() + v.len();
@@ -113,7 +145,10 @@ pub fn to_store(m: &v2::Message, topic: &str, max_body: usize, now_ms: i64) -> R
     if size > validate::MAX_PROPERTIES_BYTES {
         return Err(invalid(
             Code::MessagePropertiesTooLarge,
-            format!("properties of {size} bytes exceed the limit of {} bytes", validate::MAX_PROPERTIES_BYTES),
+            format!(
+                "properties of {size} bytes exceed the limit of {} bytes",
+                validate::MAX_PROPERTIES_BYTES
+            ),
         ));
     }
     if let Some(g) = &sp.message_group {
@@ -123,14 +158,20 @@ pub fn to_store(m: &v2::Message, topic: &str, max_body: usize, now_ms: i64) -> R
     if let Some(t) = &sp.delivery_timestamp {
         let at = ts_ms(t);
         if at - now_ms > MAX_DELAY_MS {
-            return Err(invalid(Code::IllegalDeliveryTime, "delivery time is more than one day ahead".into()));
+            return Err(invalid(
+                Code::IllegalDeliveryTime,
+                "delivery time is more than one day ahead".into(),
+            ));
         }
         props.push((keys::TIMER_DELIVER_MS.into(), at.to_string()));
     }
-    if let Some(d) = &sp.orphaned_transaction_recovery_duration {
-        if dur_ms(d) > MAX_ORPHAN_RECOVERY_MS {
-            return Err(invalid(Code::BadRequest, "orphaned transaction recovery duration exceeds one hour".into()));
-        }
+    if let Some(d) = &sp.orphaned_transaction_recovery_duration
+        && dur_ms(d) > MAX_ORPHAN_RECOVERY_MS
+    {
+        return Err(invalid(
+            Code::BadRequest,
+            "orphaned transaction recovery duration exceeds one hour".into(),
+        ));
     }
     props.push((keys::UNIQ_KEY.into(), sp.message_id.clone()));
     if !sp.born_host.is_empty() {
@@ -143,7 +184,11 @@ pub fn to_store(m: &v2::Message, topic: &str, max_body: usize, now_ms: i64) -> R
         body: m.body.clone(),
         properties: props.into_iter().collect(),
         born_timestamp_ms: born,
-        born_host: sp.born_host.parse::<std::net::SocketAddrV4>().map(|a| a.to_string()).unwrap_or_default(),
+        born_host: sp
+            .born_host
+            .parse::<std::net::SocketAddrV4>()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
         flag: 0,
         sys_flag: 0,
     })
@@ -154,8 +199,13 @@ fn is_system_key(k: &str) -> bool {
 }
 
 /// Builds the delivered message from a stored record.
-pub fn from_record(record: &[u8], handle: &ReceiptHandle, attempt: i32) -> Result<v2::Message, ProxyError> {
-    let v = RecordView::parse(record).map_err(|e| ProxyError::Internal(format!("unreadable record: {e}")))?;
+pub fn from_record(
+    record: &[u8],
+    handle: &ReceiptHandle,
+    attempt: i32,
+) -> Result<v2::Message, ProxyError> {
+    let v = RecordView::parse(record)
+        .map_err(|e| ProxyError::Internal(format!("unreadable record: {e}")))?;
     let mut user = std::collections::HashMap::new();
     let mut tag = None;
     let mut keys_v = Vec::new();
@@ -167,7 +217,13 @@ pub fn from_record(record: &[u8], handle: &ReceiptHandle, attempt: i32) -> Resul
     for (k, val) in v.properties() {
         match k {
             keys::TAGS => tag = Some(val.to_string()),
-            keys::KEYS => keys_v = val.split(' ').filter(|s| !s.is_empty()).map(String::from).collect(),
+            keys::KEYS => {
+                keys_v = val
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            }
             keys::UNIQ_KEY => message_id = val.to_string(),
             keys::SHARDING_KEY => group = Some(val.to_string()),
             keys::TIMER_DELIVER_MS => deliver_at = val.parse::<i64>().ok(),
@@ -193,7 +249,10 @@ pub fn from_record(record: &[u8], handle: &ReceiptHandle, attempt: i32) -> Resul
         tag,
         keys: keys_v,
         message_id,
-        body_digest: Some(v2::Digest { r#type: DigestType::Md5 as i32, checksum: digest }),
+        body_digest: Some(v2::Digest {
+            r#type: DigestType::Md5 as i32,
+            checksum: digest,
+        }),
         body_encoding: Encoding::Identity as i32,
         message_type: message_type as i32,
         born_timestamp: Some(ms_ts(v.born_timestamp)),
@@ -210,7 +269,10 @@ pub fn from_record(record: &[u8], handle: &ReceiptHandle, attempt: i32) -> Resul
         ..Default::default()
     };
     Ok(v2::Message {
-        topic: Some(Resource { resource_namespace: String::new(), name: v.topic().to_string() }),
+        topic: Some(Resource {
+            resource_namespace: String::new(),
+            name: v.topic().to_string(),
+        }),
         user_properties: user,
         system_properties: Some(sp),
         body: bytes::Bytes::copy_from_slice(v.body),

@@ -68,8 +68,15 @@ fn downgrade_for_old_rust(code: i32) -> i32 {
 
 /// Shapes a code and message for this client.
 pub fn status(ctx: &ClientContext, code: i32, message: impl Into<String>) -> Status {
-    let code = if ctx.is_old_rust() { downgrade_for_old_rust(code) } else { code };
-    Status { code, message: message.into() }
+    let code = if ctx.is_old_rust() {
+        downgrade_for_old_rust(code)
+    } else {
+        code
+    };
+    Status {
+        code,
+        message: message.into(),
+    }
 }
 
 pub fn to_status(ctx: &ClientContext, e: &ProxyError) -> Status {
@@ -77,5 +84,8 @@ pub fn to_status(ctx: &ClientContext, e: &ProxyError) -> Status {
 }
 
 pub fn ok_status() -> Status {
-    Status { code: Code::Ok as i32, message: "OK".into() }
+    Status {
+        code: Code::Ok as i32,
+        message: "OK".into(),
+    }
 }

@@ -34,9 +34,11 @@ pub async fn run(
         .parse()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    let cluster = cluster::Cluster::new(&cfg.namesrv_list(), local).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let cluster = cluster::Cluster::new(&cfg.namesrv_list(), local)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     let labels = {
-        let mut l = rmq_observability::node_labels(&cfg.proxy_cluster_name, "proxy", &cfg.proxy_name);
+        let mut l =
+            rmq_observability::node_labels(&cfg.proxy_cluster_name, "proxy", &cfg.proxy_name);
         l.push(opentelemetry::KeyValue::new("proxy_mode", "cluster"));
         l
     };
@@ -45,7 +47,11 @@ pub async fn run(
         .with_description("Whether the proxy is up")
         .with_callback(move |o| o.observe(1, &labels))
         .build();
-    let svc = service::Messaging { cfg: cfg.clone(), cluster: Arc::new(cluster), sessions: Arc::default() };
+    let svc = service::Messaging {
+        cfg: cfg.clone(),
+        cluster: Arc::new(cluster),
+        sessions: Arc::default(),
+    };
     let server = MessagingServiceServer::new(svc)
         .max_decoding_message_size(MAX_INBOUND)
         .max_encoding_message_size(MAX_INBOUND);
@@ -54,9 +60,12 @@ pub async fn run(
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(server)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
-            let _ = sd.wait_for(|v| *v).await;
-        })
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async move {
+                let _ = sd.wait_for(|v| *v).await;
+            },
+        )
         .await
         .map_err(std::io::Error::other)
 }

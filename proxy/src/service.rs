@@ -86,18 +86,30 @@ fn echo_endpoints(req: Option<&Endpoints>, own_port: u16) -> Endpoints {
         }
         _ => Endpoints {
             scheme: AddressScheme::IPv4 as i32,
-            addresses: vec![Address { host: "127.0.0.1".into(), port: i32::from(own_port) }],
+            addresses: vec![Address {
+                host: "127.0.0.1".into(),
+                port: i32::from(own_port),
+            }],
         },
     }
 }
 
 impl Messaging {
     fn broker(&self, name: &str, endpoints: &Endpoints) -> Broker {
-        Broker { name: name.to_string(), id: 0, endpoints: Some(endpoints.clone()) }
+        Broker {
+            name: name.to_string(),
+            id: 0,
+            endpoints: Some(endpoints.clone()),
+        }
     }
 
     /// Queues per broker in Apache's order (read-only, write-only, read-write), ids from 0.
-    fn queues_for(&self, topic: &Resource, route: &Route, endpoints: &Endpoints) -> Vec<MessageQueue> {
+    fn queues_for(
+        &self,
+        topic: &Resource,
+        route: &Route,
+        endpoints: &Endpoints,
+    ) -> Vec<MessageQueue> {
         let types = accept_types(route);
         let mut out = Vec::new();
         for q in &route.queues {
@@ -107,8 +119,16 @@ impl Messaging {
             }
             let perm = if master_alive { q.perm } else { q.perm & 4 };
             let (r, w) = (
-                if perm & 4 != 0 { q.read_queue_nums.max(0) } else { 0 },
-                if perm & 2 != 0 { q.write_queue_nums.max(0) } else { 0 },
+                if perm & 4 != 0 {
+                    q.read_queue_nums.max(0)
+                } else {
+                    0
+                },
+                if perm & 2 != 0 {
+                    q.write_queue_nums.max(0)
+                } else {
+                    0
+                },
             );
             let rw = r.min(w);
             let mut id = 0;
@@ -135,7 +155,10 @@ impl Messaging {
         out
     }
 
-    async fn query_route_inner(&self, req: QueryRouteRequest) -> Result<Vec<MessageQueue>, ProxyError> {
+    async fn query_route_inner(
+        &self,
+        req: QueryRouteRequest,
+    ) -> Result<Vec<MessageQueue>, ProxyError> {
         let topic = req.topic.clone().unwrap_or_default();
         check_topic(&topic.name)?;
         let route = self.cluster.route(&topic.name).await?;
@@ -152,24 +175,41 @@ impl Messaging {
         let mut v: Vec<(&str, i32)> = route
             .queues
             .iter()
-            .filter(|q| q.perm & 2 != 0 && q.write_queue_nums > 0 && route.master_addr(&q.broker_name).is_some())
+            .filter(|q| {
+                q.perm & 2 != 0
+                    && q.write_queue_nums > 0
+                    && route.master_addr(&q.broker_name).is_some()
+            })
             .map(|q| (q.broker_name.as_str(), q.write_queue_nums))
             .collect();
         v.sort();
         v
     }
 
-    async fn send_inner(&self, req: SendMessageRequest) -> Result<Vec<SendResultEntry>, ProxyError> {
-        let first = req.messages.first().ok_or_else(|| ProxyError::invalid(Code::MessageCorrupted, "no message in the request"))?;
+    async fn send_inner(
+        &self,
+        req: SendMessageRequest,
+    ) -> Result<Vec<SendResultEntry>, ProxyError> {
+        let first = req.messages.first().ok_or_else(|| {
+            ProxyError::invalid(Code::MessageCorrupted, "no message in the request")
+        })?;
         let topic = topic_name(&first.topic).to_string();
         if req.messages.iter().any(|m| topic_name(&m.topic) != topic) {
-            return Err(ProxyError::invalid(Code::MessageCorrupted, "messages of one request must share a topic"));
+            return Err(ProxyError::invalid(
+                Code::MessageCorrupted,
+                "messages of one request must share a topic",
+            ));
         }
         check_topic(&topic)?;
         let now = now_ms();
         let mut store_msgs = Vec::with_capacity(req.messages.len());
         for m in &req.messages {
-            store_msgs.push(convert::to_store(m, &topic, self.cfg.max_message_size, now)?);
+            store_msgs.push(convert::to_store(
+                m,
+                &topic,
+                self.cfg.max_message_size,
+                now,
+            )?);
         }
         let route = self.cluster.route(&topic).await?;
         let topic_type = TopicMessageType::from_attribute(route.attribute(MESSAGE_TYPE_ATTRIBUTE));
@@ -178,22 +218,37 @@ impl Messaging {
             if self.cfg.enable_topic_message_type_check && !convert::type_allowed(topic_type, t) {
                 return Err(ProxyError::invalid(
                     Code::MessagePropertyConflictWithType,
-                    format!("topic {topic} accepts {} messages, not {}", topic_type.as_str(), t.as_str_name()),
+                    format!(
+                        "topic {topic} accepts {} messages, not {}",
+                        topic_type.as_str(),
+                        t.as_str_name()
+                    ),
                 ));
             }
             match t {
-                MessageType::Delay => return Err(ProxyError::NotImplemented("delay messages are not supported yet".into())),
+                MessageType::Delay => {
+                    return Err(ProxyError::NotImplemented(
+                        "delay messages are not supported yet".into(),
+                    ));
+                }
                 MessageType::Transaction => {
-                    return Err(ProxyError::NotImplemented("transactional messages are not supported yet".into()));
+                    return Err(ProxyError::NotImplemented(
+                        "transactional messages are not supported yet".into(),
+                    ));
                 }
                 _ => {}
             }
         }
         let brokers = Self::writable_brokers(&route);
         if brokers.is_empty() {
-            return Err(ProxyError::Forbidden(format!("topic {topic} has no writable queue")));
+            return Err(ProxyError::Forbidden(format!(
+                "topic {topic} has no writable queue"
+            )));
         }
-        let group = req.messages[0].system_properties.as_ref().and_then(|s| s.message_group.clone());
+        let group = req.messages[0]
+            .system_properties
+            .as_ref()
+            .and_then(|s| s.message_group.clone());
         let (broker, queue_id) = match &group {
             Some(g) if req.messages.len() == 1 => {
                 let total: i32 = brokers.iter().map(|(_, n)| *n).sum();
@@ -216,9 +271,19 @@ impl Messaging {
         for m in &mut store_msgs {
             m.queue_id = queue_id;
         }
-        let addr = route.master_addr(broker).ok_or_else(|| ProxyError::StoreUnavailable(format!("{broker} has no master")))?;
+        let addr = route
+            .master_addr(broker)
+            .ok_or_else(|| ProxyError::StoreUnavailable(format!("{broker} has no master")))?;
         let store = self.cluster.store(addr)?;
-        let resp = match store.append(AppendRequest { messages: store_msgs }, STORE_TIMEOUT).await {
+        let resp = match store
+            .append(
+                AppendRequest {
+                    messages: store_msgs,
+                },
+                STORE_TIMEOUT,
+            )
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 self.cluster.invalidate(&topic);
@@ -231,7 +296,11 @@ impl Messaging {
             .iter()
             .zip(resp.entries)
             .map(|(m, e)| {
-                let id = m.system_properties.as_ref().map(|s| s.message_id.clone()).unwrap_or_default();
+                let id = m
+                    .system_properties
+                    .as_ref()
+                    .map(|s| s.message_id.clone())
+                    .unwrap_or_default();
                 SendResultEntry {
                     status: Some(ok_status()),
                     message_id: id,
@@ -243,7 +312,11 @@ impl Messaging {
             .collect())
     }
 
-    fn polling_ms(&self, ctx: &ClientContext, req: &ReceiveMessageRequest) -> Result<i64, ProxyError> {
+    fn polling_ms(
+        &self,
+        ctx: &ClientContext,
+        req: &ReceiveMessageRequest,
+    ) -> Result<i64, ProxyError> {
         let requested = match &req.long_polling_timeout {
             Some(d) => dur_ms(d),
             None => match ctx.deadline_ms {
@@ -256,8 +329,15 @@ impl Messaging {
             let usable = rem - DEADLINE_MARGIN_MS;
             if poll > usable {
                 if rem < self.cfg.min_long_polling_ms {
-                    let code = if ctx.before_5_0_3() { Code::BadRequest } else { Code::IllegalPollingTime };
-                    return Err(ProxyError::invalid(code, format!("the remaining deadline of {rem} ms is too short to long-poll")));
+                    let code = if ctx.before_5_0_3() {
+                        Code::BadRequest
+                    } else {
+                        Code::IllegalPollingTime
+                    };
+                    return Err(ProxyError::invalid(
+                        code,
+                        format!("the remaining deadline of {rem} ms is too short to long-poll"),
+                    ));
                 }
                 poll = usable.max(0);
             }
@@ -265,7 +345,11 @@ impl Messaging {
         Ok(poll)
     }
 
-    async fn receive_inner(&self, ctx: &ClientContext, req: ReceiveMessageRequest) -> Result<Vec<Message>, ProxyError> {
+    async fn receive_inner(
+        &self,
+        ctx: &ClientContext,
+        req: ReceiveMessageRequest,
+    ) -> Result<Vec<Message>, ProxyError> {
         let group = topic_name(&req.group).to_string();
         check_group(&group)?;
         let mq = req.message_queue.clone().unwrap_or_default();
@@ -274,7 +358,10 @@ impl Messaging {
         let tags = match &req.filter_expression {
             None => vec![],
             Some(f) if f.r#type == FilterType::Sql as i32 => {
-                return Err(ProxyError::invalid(Code::IllegalFilterExpression, "SQL92 filtering is not supported yet"));
+                return Err(ProxyError::invalid(
+                    Code::IllegalFilterExpression,
+                    "SQL92 filtering is not supported yet",
+                ));
             }
             Some(f) => {
                 let e = f.expression.trim();
@@ -283,7 +370,10 @@ impl Messaging {
                 } else {
                     let tags: Vec<String> = e.split("||").map(|t| t.trim().to_string()).collect();
                     if tags.iter().any(|t| t.is_empty()) {
-                        return Err(ProxyError::invalid(Code::IllegalFilterExpression, format!("bad tag expression {e:?}")));
+                        return Err(ProxyError::invalid(
+                            Code::IllegalFilterExpression,
+                            format!("bad tag expression {e:?}"),
+                        ));
                     }
                     tags
                 }
@@ -296,21 +386,31 @@ impl Messaging {
             if !(MIN_INVISIBLE_MS..=MAX_INVISIBLE_MS).contains(&d) {
                 return Err(ProxyError::invalid(
                     Code::IllegalInvisibleTime,
-                    format!("invisible duration {d} ms is outside [{MIN_INVISIBLE_MS}, {MAX_INVISIBLE_MS}] ms"),
+                    format!(
+                        "invisible duration {d} ms is outside [{MIN_INVISIBLE_MS}, {MAX_INVISIBLE_MS}] ms"
+                    ),
                 ));
             }
             d
         };
         let poll_ms = self.polling_ms(ctx, &req)?;
         let route = self.cluster.route(&topic).await?;
-        let broker = mq.broker.as_ref().map(|b| b.name.clone()).filter(|n| !n.is_empty());
+        let broker = mq
+            .broker
+            .as_ref()
+            .map(|b| b.name.clone())
+            .filter(|n| !n.is_empty());
         let broker = match broker {
             Some(b) => b,
-            None => route.queues.first().map(|q| q.broker_name.clone()).unwrap_or_default(),
+            None => route
+                .queues
+                .first()
+                .map(|q| q.broker_name.clone())
+                .unwrap_or_default(),
         };
-        let addr = route
-            .read_addr(&broker)
-            .ok_or_else(|| ProxyError::StoreUnavailable(format!("no replica of {broker} is available")))?;
+        let addr = route.read_addr(&broker).ok_or_else(|| {
+            ProxyError::StoreUnavailable(format!("no replica of {broker} is available"))
+        })?;
         let store = self.cluster.store(addr)?;
         let pop = PopRequest {
             group: group.clone(),
@@ -321,7 +421,9 @@ impl Messaging {
             invisible_ms,
             poll_ms,
         };
-        let resp = store.pop(pop, Duration::from_millis(poll_ms as u64) + STORE_TIMEOUT).await?;
+        let resp = store
+            .pop(pop, Duration::from_millis(poll_ms as u64) + STORE_TIMEOUT)
+            .await?;
         check(&resp.result)?;
         let mut out = Vec::with_capacity(resp.messages.len());
         for m in resp.messages {
@@ -342,34 +444,51 @@ impl Messaging {
         Ok(out)
     }
 
-    async fn store_for_handle(&self, topic: &str, h: &ReceiptHandle) -> Result<crate::cluster::StoreClient, ProxyError> {
+    async fn store_for_handle(
+        &self,
+        topic: &str,
+        h: &ReceiptHandle,
+    ) -> Result<crate::cluster::StoreClient, ProxyError> {
         let route = self.cluster.route(topic).await?;
-        let addr = route
-            .read_addr(&h.broker_name)
-            .ok_or_else(|| ProxyError::StoreUnavailable(format!("no replica of {} is available", h.broker_name)))?;
+        let addr = route.read_addr(&h.broker_name).ok_or_else(|| {
+            ProxyError::StoreUnavailable(format!("no replica of {} is available", h.broker_name))
+        })?;
         self.cluster.store(addr)
     }
 
     async fn ack_one(&self, group: &str, topic: &str, handle: &str) -> Result<(), ProxyError> {
-        let h = ReceiptHandle::decode(handle).map_err(|e| ProxyError::invalid(Code::InvalidReceiptHandle, e.to_string()))?;
+        let h = ReceiptHandle::decode(handle)
+            .map_err(|e| ProxyError::invalid(Code::InvalidReceiptHandle, e.to_string()))?;
         let store = self.store_for_handle(topic, &h).await?;
         let r = store
             .ack(
-                AckRequest { group: group.into(), topic: topic.into(), queue_id: h.queue_id, queue_offset: h.queue_offset, token: h.token },
+                AckRequest {
+                    group: group.into(),
+                    topic: topic.into(),
+                    queue_id: h.queue_id,
+                    queue_offset: h.queue_offset,
+                    token: h.token,
+                },
                 STORE_TIMEOUT,
             )
             .await?;
         check(&r.result)
     }
 
-    async fn change_invisible_inner(&self, req: &ChangeInvisibleDurationRequest) -> Result<String, ProxyError> {
+    async fn change_invisible_inner(
+        &self,
+        req: &ChangeInvisibleDurationRequest,
+    ) -> Result<String, ProxyError> {
         let group = topic_name(&req.group);
         check_group(group)?;
         let topic = topic_name(&req.topic);
         check_topic(topic)?;
         let d = req.invisible_duration.as_ref().map(dur_ms).unwrap_or(-1);
         if !(0..=MAX_INVISIBLE_MS).contains(&d) {
-            return Err(ProxyError::invalid(Code::IllegalInvisibleTime, format!("invisible duration {d} ms is outside [0, {MAX_INVISIBLE_MS}] ms")));
+            return Err(ProxyError::invalid(
+                Code::IllegalInvisibleTime,
+                format!("invisible duration {d} ms is outside [0, {MAX_INVISIBLE_MS}] ms"),
+            ));
         }
         let h = ReceiptHandle::decode(&req.receipt_handle)
             .map_err(|e| ProxyError::invalid(Code::InvalidReceiptHandle, e.to_string()))?;
@@ -388,7 +507,13 @@ impl Messaging {
             )
             .await?;
         check(&r.result)?;
-        Ok(ReceiptHandle { token: r.token, pop_time_ms: r.pop_time_ms, invisible_ms: r.invisible_ms, ..h }.encode())
+        Ok(ReceiptHandle {
+            token: r.token,
+            pop_time_ms: r.pop_time_ms,
+            invisible_ms: r.invisible_ms,
+            ..h
+        }
+        .encode())
     }
 
     /// Whether `group` consumes in order, plus its retry budget.
@@ -396,7 +521,10 @@ impl Messaging {
         crate::telemetry::group_settings(&self.cluster, &self.cfg, group).await
     }
 
-    async fn assignment_inner(&self, req: QueryAssignmentRequest) -> Result<Vec<Assignment>, ProxyError> {
+    async fn assignment_inner(
+        &self,
+        req: QueryAssignmentRequest,
+    ) -> Result<Vec<Assignment>, ProxyError> {
         let topic = req.topic.clone().unwrap_or_default();
         check_topic(&topic.name)?;
         check_group(topic_name(&req.group))?;
@@ -406,10 +534,17 @@ impl Messaging {
         let types = accept_types(&route);
         let mut out = Vec::new();
         for q in &route.queues {
-            if q.perm & 4 == 0 || q.read_queue_nums <= 0 || route.read_addr(&q.broker_name).is_none() {
+            if q.perm & 4 == 0
+                || q.read_queue_nums <= 0
+                || route.read_addr(&q.broker_name).is_none()
+            {
                 continue;
             }
-            let ids: Vec<i32> = if fifo { (0..q.read_queue_nums).collect() } else { vec![-1] };
+            let ids: Vec<i32> = if fifo {
+                (0..q.read_queue_nums).collect()
+            } else {
+                vec![-1]
+            };
             for id in ids {
                 out.push(Assignment {
                     message_queue: Some(MessageQueue {
@@ -439,40 +574,75 @@ fn overall(ctx: &ClientContext, statuses: &[&Status]) -> Status {
 
 #[tonic::async_trait]
 impl MessagingService for Messaging {
-    async fn query_route(&self, request: Request<QueryRouteRequest>) -> GrpcResult<QueryRouteResponse> {
+    async fn query_route(
+        &self,
+        request: Request<QueryRouteRequest>,
+    ) -> GrpcResult<QueryRouteResponse> {
         let ctx = match ClientContext::require(request.metadata()) {
             Ok(c) => c,
-            Err((c, e)) => return Ok(Response::new(QueryRouteResponse { status: Some(to_status(&c, &e)), message_queues: vec![] })),
+            Err((c, e)) => {
+                return Ok(Response::new(QueryRouteResponse {
+                    status: Some(to_status(&c, &e)),
+                    message_queues: vec![],
+                }));
+            }
         };
-        Ok(Response::new(match self.query_route_inner(request.into_inner()).await {
-            Ok(q) => QueryRouteResponse { status: Some(ok_status()), message_queues: q },
-            Err(e) => QueryRouteResponse { status: Some(to_status(&ctx, &e)), message_queues: vec![] },
-        }))
+        Ok(Response::new(
+            match self.query_route_inner(request.into_inner()).await {
+                Ok(q) => QueryRouteResponse {
+                    status: Some(ok_status()),
+                    message_queues: q,
+                },
+                Err(e) => QueryRouteResponse {
+                    status: Some(to_status(&ctx, &e)),
+                    message_queues: vec![],
+                },
+            },
+        ))
     }
 
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> GrpcResult<HeartbeatResponse> {
         let ctx = match ClientContext::require(request.metadata()) {
             Ok(c) => c,
-            Err((c, e)) => return Ok(Response::new(HeartbeatResponse { status: Some(to_status(&c, &e)) })),
+            Err((c, e)) => {
+                return Ok(Response::new(HeartbeatResponse {
+                    status: Some(to_status(&c, &e)),
+                }));
+            }
         };
         let req = request.into_inner();
-        if let Some(g) = req.group.as_ref().filter(|g| !g.name.is_empty()) {
-            if let Err(e) = check_group(&g.name) {
-                return Ok(Response::new(HeartbeatResponse { status: Some(to_status(&ctx, &e)) }));
-            }
+        if let Some(g) = req.group.as_ref().filter(|g| !g.name.is_empty())
+            && let Err(e) = check_group(&g.name)
+        {
+            return Ok(Response::new(HeartbeatResponse {
+                status: Some(to_status(&ctx, &e)),
+            }));
         }
-        Ok(Response::new(HeartbeatResponse { status: Some(ok_status()) }))
+        Ok(Response::new(HeartbeatResponse {
+            status: Some(ok_status()),
+        }))
     }
 
-    async fn send_message(&self, request: Request<SendMessageRequest>) -> GrpcResult<SendMessageResponse> {
+    async fn send_message(
+        &self,
+        request: Request<SendMessageRequest>,
+    ) -> GrpcResult<SendMessageResponse> {
         let (ctx, err) = match ClientContext::require(request.metadata()) {
             Ok(c) => (c, None),
             Err((c, e)) => (c, Some(e)),
         };
         let req = request.into_inner();
         let n = req.messages.len().max(1);
-        let ids: Vec<String> =
-            req.messages.iter().map(|m| m.system_properties.as_ref().map(|s| s.message_id.clone()).unwrap_or_default()).collect();
+        let ids: Vec<String> = req
+            .messages
+            .iter()
+            .map(|m| {
+                m.system_properties
+                    .as_ref()
+                    .map(|s| s.message_id.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
         let result = match err {
             Some(e) => Err(e),
             None => self.send_inner(req).await,
@@ -480,32 +650,61 @@ impl MessagingService for Messaging {
         Ok(Response::new(match result {
             Ok(entries) => {
                 let st: Vec<&Status> = entries.iter().filter_map(|e| e.status.as_ref()).collect();
-                SendMessageResponse { status: Some(overall(&ctx, &st)), entries }
+                SendMessageResponse {
+                    status: Some(overall(&ctx, &st)),
+                    entries,
+                }
             }
             Err(e) => {
                 let s = to_status(&ctx, &e);
                 let entries = (0..n)
-                    .map(|i| SendResultEntry { status: Some(s.clone()), message_id: ids.get(i).cloned().unwrap_or_default(), ..Default::default() })
+                    .map(|i| SendResultEntry {
+                        status: Some(s.clone()),
+                        message_id: ids.get(i).cloned().unwrap_or_default(),
+                        ..Default::default()
+                    })
                     .collect();
-                SendMessageResponse { status: Some(s), entries }
+                SendMessageResponse {
+                    status: Some(s),
+                    entries,
+                }
             }
         }))
     }
 
-    async fn query_assignment(&self, request: Request<QueryAssignmentRequest>) -> GrpcResult<QueryAssignmentResponse> {
+    async fn query_assignment(
+        &self,
+        request: Request<QueryAssignmentRequest>,
+    ) -> GrpcResult<QueryAssignmentResponse> {
         let ctx = match ClientContext::require(request.metadata()) {
             Ok(c) => c,
-            Err((c, e)) => return Ok(Response::new(QueryAssignmentResponse { status: Some(to_status(&c, &e)), assignments: vec![] })),
+            Err((c, e)) => {
+                return Ok(Response::new(QueryAssignmentResponse {
+                    status: Some(to_status(&c, &e)),
+                    assignments: vec![],
+                }));
+            }
         };
-        Ok(Response::new(match self.assignment_inner(request.into_inner()).await {
-            Ok(a) => QueryAssignmentResponse { status: Some(ok_status()), assignments: a },
-            Err(e) => QueryAssignmentResponse { status: Some(to_status(&ctx, &e)), assignments: vec![] },
-        }))
+        Ok(Response::new(
+            match self.assignment_inner(request.into_inner()).await {
+                Ok(a) => QueryAssignmentResponse {
+                    status: Some(ok_status()),
+                    assignments: a,
+                },
+                Err(e) => QueryAssignmentResponse {
+                    status: Some(to_status(&ctx, &e)),
+                    assignments: vec![],
+                },
+            },
+        ))
     }
 
     type ReceiveMessageStream = ResponseStream<ReceiveMessageResponse>;
 
-    async fn receive_message(&self, request: Request<ReceiveMessageRequest>) -> GrpcResult<Self::ReceiveMessageStream> {
+    async fn receive_message(
+        &self,
+        request: Request<ReceiveMessageRequest>,
+    ) -> GrpcResult<Self::ReceiveMessageStream> {
         let res = match ClientContext::require(request.metadata()) {
             Ok(ctx) => {
                 let r = self.receive_inner(&ctx, request.into_inner()).await;
@@ -516,43 +715,69 @@ impl MessagingService for Messaging {
         let (ctx, result) = res;
         let mut items: Vec<Result<ReceiveMessageResponse, tonic::Status>> = Vec::new();
         let push_status = |items: &mut Vec<_>, s: Status| {
-            items.push(Ok(ReceiveMessageResponse { content: Some(receive_message_response::Content::Status(s)) }))
+            items.push(Ok(ReceiveMessageResponse {
+                content: Some(receive_message_response::Content::Status(s)),
+            }))
         };
         match result {
             Ok(msgs) if msgs.is_empty() => {
-                push_status(&mut items, status(&ctx, Code::MessageNotFound as i32, "no new message"));
+                push_status(
+                    &mut items,
+                    status(&ctx, Code::MessageNotFound as i32, "no new message"),
+                );
             }
             Ok(msgs) => {
                 push_status(&mut items, ok_status());
                 for m in msgs {
-                    items.push(Ok(ReceiveMessageResponse { content: Some(receive_message_response::Content::Message(m)) }));
+                    items.push(Ok(ReceiveMessageResponse {
+                        content: Some(receive_message_response::Content::Message(m)),
+                    }));
                 }
             }
             Err(e) => push_status(&mut items, to_status(&ctx, &e)),
         }
         items.push(Ok(ReceiveMessageResponse {
-            content: Some(receive_message_response::Content::DeliveryTimestamp(ms_ts(now_ms()))),
+            content: Some(receive_message_response::Content::DeliveryTimestamp(ms_ts(
+                now_ms(),
+            ))),
         }));
         Ok(Response::new(Box::pin(tokio_stream::iter(items))))
     }
 
-    async fn ack_message(&self, request: Request<AckMessageRequest>) -> GrpcResult<AckMessageResponse> {
+    async fn ack_message(
+        &self,
+        request: Request<AckMessageRequest>,
+    ) -> GrpcResult<AckMessageResponse> {
         let ctx = match ClientContext::require(request.metadata()) {
             Ok(c) => c,
-            Err((c, e)) => return Ok(Response::new(AckMessageResponse { status: Some(to_status(&c, &e)), entries: vec![] })),
+            Err((c, e)) => {
+                return Ok(Response::new(AckMessageResponse {
+                    status: Some(to_status(&c, &e)),
+                    entries: vec![],
+                }));
+            }
         };
         let req = request.into_inner();
         let group = topic_name(&req.group).to_string();
         let topic = topic_name(&req.topic).to_string();
         let pre = check_group(&group).and_then(|_| check_topic(&topic));
         if let Err(e) = pre {
-            return Ok(Response::new(AckMessageResponse { status: Some(to_status(&ctx, &e)), entries: vec![] }));
+            return Ok(Response::new(AckMessageResponse {
+                status: Some(to_status(&ctx, &e)),
+                entries: vec![],
+            }));
         }
         if req.entries.is_empty() {
             let e = ProxyError::invalid(Code::BadRequest, "no entry to acknowledge");
-            return Ok(Response::new(AckMessageResponse { status: Some(to_status(&ctx, &e)), entries: vec![] }));
+            return Ok(Response::new(AckMessageResponse {
+                status: Some(to_status(&ctx, &e)),
+                entries: vec![],
+            }));
         }
-        let futs = req.entries.iter().map(|en| self.ack_one(&group, &topic, &en.receipt_handle));
+        let futs = req
+            .entries
+            .iter()
+            .map(|en| self.ack_one(&group, &topic, &en.receipt_handle));
         let results = futures::future::join_all(futs).await;
         let entries: Vec<AckMessageResultEntry> = req
             .entries
@@ -568,7 +793,10 @@ impl MessagingService for Messaging {
             })
             .collect();
         let st: Vec<&Status> = entries.iter().filter_map(|e| e.status.as_ref()).collect();
-        Ok(Response::new(AckMessageResponse { status: Some(overall(&ctx, &st)), entries }))
+        Ok(Response::new(AckMessageResponse {
+            status: Some(overall(&ctx, &st)),
+            entries,
+        }))
     }
 
     async fn forward_message_to_dead_letter_queue(
@@ -577,28 +805,48 @@ impl MessagingService for Messaging {
     ) -> GrpcResult<ForwardMessageToDeadLetterQueueResponse> {
         let ctx = ClientContext::from_metadata(request.metadata());
         let e = ProxyError::NotImplemented("dead-letter forwarding is not supported yet".into());
-        Ok(Response::new(ForwardMessageToDeadLetterQueueResponse { status: Some(to_status(&ctx, &e)) }))
+        Ok(Response::new(ForwardMessageToDeadLetterQueueResponse {
+            status: Some(to_status(&ctx, &e)),
+        }))
     }
 
     type PullMessageStream = ResponseStream<PullMessageResponse>;
 
-    async fn pull_message(&self, _: Request<PullMessageRequest>) -> GrpcResult<Self::PullMessageStream> {
-        Err(tonic::Status::unimplemented("PullMessage is not implemented; use ReceiveMessage"))
+    async fn pull_message(
+        &self,
+        _: Request<PullMessageRequest>,
+    ) -> GrpcResult<Self::PullMessageStream> {
+        Err(tonic::Status::unimplemented(
+            "PullMessage is not implemented; use ReceiveMessage",
+        ))
     }
 
-    async fn update_offset(&self, _: Request<UpdateOffsetRequest>) -> GrpcResult<UpdateOffsetResponse> {
-        Err(tonic::Status::unimplemented("UpdateOffset is not implemented"))
+    async fn update_offset(
+        &self,
+        _: Request<UpdateOffsetRequest>,
+    ) -> GrpcResult<UpdateOffsetResponse> {
+        Err(tonic::Status::unimplemented(
+            "UpdateOffset is not implemented",
+        ))
     }
 
     async fn get_offset(&self, _: Request<GetOffsetRequest>) -> GrpcResult<GetOffsetResponse> {
         Err(tonic::Status::unimplemented("GetOffset is not implemented"))
     }
 
-    async fn query_offset(&self, _: Request<QueryOffsetRequest>) -> GrpcResult<QueryOffsetResponse> {
-        Err(tonic::Status::unimplemented("QueryOffset is not implemented"))
+    async fn query_offset(
+        &self,
+        _: Request<QueryOffsetRequest>,
+    ) -> GrpcResult<QueryOffsetResponse> {
+        Err(tonic::Status::unimplemented(
+            "QueryOffset is not implemented",
+        ))
     }
 
-    async fn end_transaction(&self, request: Request<EndTransactionRequest>) -> GrpcResult<EndTransactionResponse> {
+    async fn end_transaction(
+        &self,
+        request: Request<EndTransactionRequest>,
+    ) -> GrpcResult<EndTransactionResponse> {
         let ctx = ClientContext::from_metadata(request.metadata());
         let req = request.into_inner();
         let e = if req.transaction_id.trim().is_empty() {
@@ -606,12 +854,17 @@ impl MessagingService for Messaging {
         } else {
             ProxyError::NotImplemented("transactional messages are not supported yet".into())
         };
-        Ok(Response::new(EndTransactionResponse { status: Some(to_status(&ctx, &e)) }))
+        Ok(Response::new(EndTransactionResponse {
+            status: Some(to_status(&ctx, &e)),
+        }))
     }
 
     type TelemetryStream = ResponseStream<TelemetryCommand>;
 
-    async fn telemetry(&self, request: Request<Streaming<TelemetryCommand>>) -> GrpcResult<Self::TelemetryStream> {
+    async fn telemetry(
+        &self,
+        request: Request<Streaming<TelemetryCommand>>,
+    ) -> GrpcResult<Self::TelemetryStream> {
         crate::telemetry::open(self, request).await
     }
 
@@ -621,10 +874,16 @@ impl MessagingService for Messaging {
     ) -> GrpcResult<NotifyClientTerminationResponse> {
         let ctx = match ClientContext::require(request.metadata()) {
             Ok(c) => c,
-            Err((c, e)) => return Ok(Response::new(NotifyClientTerminationResponse { status: Some(to_status(&c, &e)) })),
+            Err((c, e)) => {
+                return Ok(Response::new(NotifyClientTerminationResponse {
+                    status: Some(to_status(&c, &e)),
+                }));
+            }
         };
         self.sessions.remove(&ctx.client_id);
-        Ok(Response::new(NotifyClientTerminationResponse { status: Some(ok_status()) }))
+        Ok(Response::new(NotifyClientTerminationResponse {
+            status: Some(ok_status()),
+        }))
     }
 
     async fn change_invisible_duration(
@@ -641,16 +900,28 @@ impl MessagingService for Messaging {
             None => self.change_invisible_inner(&req).await,
         };
         Ok(Response::new(match result {
-            Ok(h) => ChangeInvisibleDurationResponse { status: Some(ok_status()), receipt_handle: h },
+            Ok(h) => ChangeInvisibleDurationResponse {
+                status: Some(ok_status()),
+                receipt_handle: h,
+            },
             // Python overwrites its handle with ours before checking the status: echo theirs.
-            Err(e) => ChangeInvisibleDurationResponse { status: Some(to_status(&ctx, &e)), receipt_handle: req.receipt_handle },
+            Err(e) => ChangeInvisibleDurationResponse {
+                status: Some(to_status(&ctx, &e)),
+                receipt_handle: req.receipt_handle,
+            },
         }))
     }
 
-    async fn recall_message(&self, request: Request<RecallMessageRequest>) -> GrpcResult<RecallMessageResponse> {
+    async fn recall_message(
+        &self,
+        request: Request<RecallMessageRequest>,
+    ) -> GrpcResult<RecallMessageResponse> {
         let ctx = ClientContext::from_metadata(request.metadata());
         let e = ProxyError::NotImplemented("recalling delay messages is not supported yet".into());
-        Ok(Response::new(RecallMessageResponse { status: Some(to_status(&ctx, &e)), message_id: String::new() }))
+        Ok(Response::new(RecallMessageResponse {
+            status: Some(to_status(&ctx, &e)),
+            message_id: String::new(),
+        }))
     }
 
     async fn sync_lite_subscription(
@@ -659,6 +930,8 @@ impl MessagingService for Messaging {
     ) -> GrpcResult<SyncLiteSubscriptionResponse> {
         let ctx = ClientContext::from_metadata(request.metadata());
         let e = ProxyError::NotImplemented("lite topics are not supported".into());
-        Ok(Response::new(SyncLiteSubscriptionResponse { status: Some(to_status(&ctx, &e)) }))
+        Ok(Response::new(SyncLiteSubscriptionResponse {
+            status: Some(to_status(&ctx, &e)),
+        }))
     }
 }

@@ -21,11 +21,18 @@ pub struct Sessions {
 
 impl Sessions {
     pub fn set_settings(&self, client_id: &str, s: Settings) {
-        self.inner.lock().entry(client_id.to_string()).or_default().settings = Some(s);
+        self.inner
+            .lock()
+            .entry(client_id.to_string())
+            .or_default()
+            .settings = Some(s);
     }
 
     pub fn settings(&self, client_id: &str) -> Option<Settings> {
-        self.inner.lock().get(client_id).and_then(|s| s.settings.clone())
+        self.inner
+            .lock()
+            .get(client_id)
+            .and_then(|s| s.settings.clone())
     }
 
     /// The client's request timeout in ms (3 s when unknown, the SDKs' default).
@@ -37,13 +44,22 @@ impl Sessions {
             .unwrap_or(3000)
     }
 
-    pub fn add_stream(&self, client_id: &str, tx: mpsc::Sender<Result<TelemetryCommand, tonic::Status>>) -> u64 {
+    pub fn add_stream(
+        &self,
+        client_id: &str,
+        tx: mpsc::Sender<Result<TelemetryCommand, tonic::Status>>,
+    ) -> u64 {
         let id = {
             let mut n = self.next_stream.lock();
             *n += 1;
             *n
         };
-        self.inner.lock().entry(client_id.to_string()).or_default().streams.push((id, tx));
+        self.inner
+            .lock()
+            .entry(client_id.to_string())
+            .or_default()
+            .streams
+            .push((id, tx));
         id
     }
 

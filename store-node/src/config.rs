@@ -98,26 +98,69 @@ fn default_store_root() -> PathBuf {
 
 /// Keys this implementation honours.
 pub const HONOURED_KEYS: &[&str] = &[
-    "brokerClusterName", "brokerName", "brokerId", "brokerRole", "flushDiskType", "namesrvAddr",
-    "listenPort", "haListenPort", "brokerIP1", "brokerIP2", "storePathRootDir",
-    "storePathCommitLog", "mappedFileSizeCommitLog", "mapedFileSizeCommitLog", "maxMessageSize",
-    "defaultTopicQueueNums", "autoCreateTopicEnable", "autoCreateSubscriptionGroup",
-    "syncFlushTimeout", "flushIntervalCommitLog", "registerNameServerPeriod", "brokerPermission",
+    "brokerClusterName",
+    "brokerName",
+    "brokerId",
+    "brokerRole",
+    "flushDiskType",
+    "namesrvAddr",
+    "listenPort",
+    "haListenPort",
+    "brokerIP1",
+    "brokerIP2",
+    "storePathRootDir",
+    "storePathCommitLog",
+    "mappedFileSizeCommitLog",
+    "mapedFileSizeCommitLog",
+    "maxMessageSize",
+    "defaultTopicQueueNums",
+    "autoCreateTopicEnable",
+    "autoCreateSubscriptionGroup",
+    "syncFlushTimeout",
+    "flushIntervalCommitLog",
+    "registerNameServerPeriod",
+    "brokerPermission",
     "metricsPromExporterPort",
 ];
 
 /// RocketMQ keys we accept without acting on them yet (no warning: they are legitimate).
 pub const ACCEPTED_KEYS: &[&str] = &[
-    "deleteWhen", "fileReservedTime", "diskMaxUsedSpaceRatio", "storePathConsumeQueue",
-    "storePathIndex", "storeCheckpoint", "abortFile", "mapedFileSizeConsumeQueue",
-    "mappedFileSizeConsumeQueue", "destroyMapedFileIntervalForcibly", "redeleteHangedFileInterval",
-    "flushCommitLogLeastPages", "flushConsumeQueueLeastPages", "flushCommitLogThoroughInterval",
-    "flushConsumeQueueThoroughInterval", "checkTransactionMessageEnable",
-    "sendMessageThreadPoolNums", "pullMessageThreadPoolNums", "slaveReadEnable",
-    "transientStorePoolEnable", "messageIndexEnable", "enablePropertyFilter", "timerWheelEnable",
-    "traceTopicEnable", "slaveTimeout", "totalReplicas", "inSyncReplicas", "minInSyncReplicas",
-    "haMasterAddress", "metricsExporterType", "metricsLabel", "aclEnable", "autoCreateTopicEnable",
-    "useReentrantLockWhenPutMessage", "waitTimeMillsInSendQueue", "osPageCacheBusyTimeOutMills",
+    "deleteWhen",
+    "fileReservedTime",
+    "diskMaxUsedSpaceRatio",
+    "storePathConsumeQueue",
+    "storePathIndex",
+    "storeCheckpoint",
+    "abortFile",
+    "mapedFileSizeConsumeQueue",
+    "mappedFileSizeConsumeQueue",
+    "destroyMapedFileIntervalForcibly",
+    "redeleteHangedFileInterval",
+    "flushCommitLogLeastPages",
+    "flushConsumeQueueLeastPages",
+    "flushCommitLogThoroughInterval",
+    "flushConsumeQueueThoroughInterval",
+    "checkTransactionMessageEnable",
+    "sendMessageThreadPoolNums",
+    "pullMessageThreadPoolNums",
+    "slaveReadEnable",
+    "transientStorePoolEnable",
+    "messageIndexEnable",
+    "enablePropertyFilter",
+    "timerWheelEnable",
+    "traceTopicEnable",
+    "slaveTimeout",
+    "totalReplicas",
+    "inSyncReplicas",
+    "minInSyncReplicas",
+    "haMasterAddress",
+    "metricsExporterType",
+    "metricsLabel",
+    "aclEnable",
+    "autoCreateTopicEnable",
+    "useReentrantLockWhenPutMessage",
+    "waitTimeMillsInSendQueue",
+    "osPageCacheBusyTimeOutMills",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -129,7 +172,11 @@ pub struct ConfigError {
 }
 
 fn bad(key: &str, value: &str, reason: &str) -> ConfigError {
-    ConfigError { key: key.into(), value: value.into(), reason: reason.into() }
+    ConfigError {
+        key: key.into(),
+        value: value.into(),
+        reason: reason.into(),
+    }
 }
 
 impl StoreConfig {
@@ -176,11 +223,14 @@ impl StoreConfig {
                 }
                 "maxMessageSize" => self.max_message_size = num("expected bytes")?.max(1) as usize,
                 "defaultTopicQueueNums" => {
-                    self.default_topic_queue_nums = num("expected an integer")?.clamp(1, 1024) as i32
+                    self.default_topic_queue_nums =
+                        num("expected an integer")?.clamp(1, 1024) as i32
                 }
                 "autoCreateTopicEnable" => self.auto_create_topic_enable = boolean()?,
                 "autoCreateSubscriptionGroup" => self.auto_create_subscription_group = boolean()?,
-                "syncFlushTimeout" => self.sync_flush_timeout_ms = num("expected ms")?.max(1) as u64,
+                "syncFlushTimeout" => {
+                    self.sync_flush_timeout_ms = num("expected ms")?.max(1) as u64
+                }
                 "flushIntervalCommitLog" => {
                     self.flush_interval_commit_log_ms = num("expected ms")?.max(1) as u64
                 }
@@ -197,13 +247,21 @@ impl StoreConfig {
         if self.broker_role != BrokerRole::Slave {
             self.broker_id = 0;
         } else if self.broker_id <= 0 {
-            return Err(bad("brokerId", &self.broker_id.to_string(), "a SLAVE's brokerId must be > 0"));
+            return Err(bad(
+                "brokerId",
+                &self.broker_id.to_string(),
+                "a SLAVE's brokerId must be > 0",
+            ));
         }
         Ok(unknown)
     }
 
     pub fn ha_port(&self) -> u16 {
-        if self.ha_listen_port == 0 { self.listen_port.saturating_add(1) } else { self.ha_listen_port }
+        if self.ha_listen_port == 0 {
+            self.listen_port.saturating_add(1)
+        } else {
+            self.ha_listen_port
+        }
     }
 
     pub fn commit_log_dir(&self) -> PathBuf {
@@ -219,10 +277,15 @@ impl StoreConfig {
 }
 
 fn port(k: &str, v: &str) -> Result<u16, ConfigError> {
-    v.parse::<u16>().map_err(|_| bad(k, v, "expected a port number"))
+    v.parse::<u16>()
+        .map_err(|_| bad(k, v, "expected a port number"))
 }
 
 /// Splits `host:port;host:port` as RocketMQ writes name-server lists.
 pub fn split_namesrv(v: &str) -> Vec<String> {
-    v.split(';').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+    v.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
 }

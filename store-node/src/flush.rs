@@ -38,7 +38,11 @@ impl FlushService {
     pub fn start(log: Arc<CommitLog>, interval: Duration, on_flushed: OnFlushed) -> Self {
         let inner = Arc::new(Inner {
             log,
-            state: Mutex::new(State { waiters: Vec::new(), wake: false, shutdown: false }),
+            state: Mutex::new(State {
+                waiters: Vec::new(),
+                wake: false,
+                shutdown: false,
+            }),
             cv: Condvar::new(),
             interval,
             on_flushed,
@@ -48,7 +52,10 @@ impl FlushService {
             .name("commitlog-flush".into())
             .spawn(move || worker.run())
             .ok();
-        Self { inner, thread: Mutex::new(thread) }
+        Self {
+            inner,
+            thread: Mutex::new(thread),
+        }
     }
 
     /// Resolves once the log is durable up to `end` (or immediately if it already is).

@@ -71,9 +71,12 @@ pub async fn run(
     let mut sd = shutdown.clone();
     let result = tonic::transport::Server::builder()
         .add_service(grpc_service(store.clone()))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
-            let _ = sd.wait_for(|v| *v).await;
-        })
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async move {
+                let _ = sd.wait_for(|v| *v).await;
+            },
+        )
         .await;
     for r in regs {
         let _ = tokio::time::timeout(Duration::from_secs(3), r).await;

@@ -32,7 +32,11 @@ impl StoreMetrics {
     pub fn new(cfg: &StoreConfig) -> Self {
         let meter = rmq_observability::meter();
         Self {
-            labels: rmq_observability::node_labels(&cfg.broker_cluster_name, "broker", &cfg.broker_name),
+            labels: rmq_observability::node_labels(
+                &cfg.broker_cluster_name,
+                "broker",
+                &cfg.broker_name,
+            ),
             messages_in: meter
                 .u64_counter("rocketmq_messages_in_total")
                 .with_description("Total number of incoming messages")

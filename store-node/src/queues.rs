@@ -39,7 +39,11 @@ impl ConsumeQueue {
             self.min = offset;
         }
         if offset != self.max() {
-            tracing::warn!(offset, expected = self.max(), "consume queue offset out of sequence");
+            tracing::warn!(
+                offset,
+                expected = self.max(),
+                "consume queue offset out of sequence"
+            );
             if offset < self.max() {
                 return;
             }
@@ -78,7 +82,9 @@ impl QueueTable {
 
     /// (min, max) logical offsets of a queue; (0, 0) when it holds nothing yet.
     pub fn bounds(&self, topic: &str, queue_id: i32) -> (i64, i64) {
-        self.queue(topic, queue_id).map(|q| (q.min, q.max())).unwrap_or((0, 0))
+        self.queue(topic, queue_id)
+            .map(|q| (q.min, q.max()))
+            .unwrap_or((0, 0))
     }
 
     pub fn remove_topic(&mut self, topic: &str) {

@@ -19,7 +19,11 @@ pub fn register_request(store: &Store) -> RegisterBrokerRequest {
         broker_addr: cfg.advertised_addr(),
         ha_addr: format!(
             "{}:{}",
-            if cfg.broker_ip2.is_empty() { &cfg.broker_ip1 } else { &cfg.broker_ip2 },
+            if cfg.broker_ip2.is_empty() {
+                &cfg.broker_ip1
+            } else {
+                &cfg.broker_ip2
+            },
             cfg.ha_port()
         ),
         topics: store.topics().iter().map(topic_to_proto).collect(),
@@ -33,11 +37,17 @@ pub fn register_request(store: &Store) -> RegisterBrokerRequest {
 fn endpoint(addr: &str) -> Option<tonic::transport::Endpoint> {
     tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .ok()
-        .map(|e| e.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(5)))
+        .map(|e| {
+            e.connect_timeout(Duration::from_secs(3))
+                .timeout(Duration::from_secs(5))
+        })
 }
 
 /// Spawns one registration loop per name server.
-pub fn spawn(store: Arc<Store>, shutdown: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+pub fn spawn(
+    store: Arc<Store>,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let period = Duration::from_millis(store.config().register_name_server_period_ms);
     let addrs = store.config().namesrv_addr.clone();
     addrs

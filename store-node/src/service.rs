@@ -21,11 +21,17 @@ impl StoreGrpc {
 }
 
 fn ok() -> Option<Result> {
-    Some(Result { code: Code::Ok as i32, message: "OK".into() })
+    Some(Result {
+        code: Code::Ok as i32,
+        message: "OK".into(),
+    })
 }
 
 fn fail(e: &StoreError) -> Option<Result> {
-    Some(Result { code: e.code() as i32, message: e.to_string() })
+    Some(Result {
+        code: e.code() as i32,
+        message: e.to_string(),
+    })
 }
 
 fn reply<T>(t: T) -> std::result::Result<Response<T>, Status> {
@@ -38,7 +44,11 @@ pub fn topic_to_proto(c: &TopicCfg) -> TopicConfig {
         read_queue_nums: c.read_queue_nums,
         write_queue_nums: c.write_queue_nums,
         perm: c.perm,
-        attributes: c.attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        attributes: c
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         order: c.order,
     }
 }
@@ -84,7 +94,10 @@ fn group_from_proto(g: GroupConfig) -> GroupCfg {
 
 #[tonic::async_trait]
 impl StoreService for StoreGrpc {
-    async fn append(&self, req: Request<AppendRequest>) -> std::result::Result<Response<AppendResponse>, Status> {
+    async fn append(
+        &self,
+        req: Request<AppendRequest>,
+    ) -> std::result::Result<Response<AppendResponse>, Status> {
         let msgs: Vec<NewMessage> = req
             .into_inner()
             .messages
@@ -113,11 +126,17 @@ impl StoreService for StoreGrpc {
                     })
                     .collect(),
             }),
-            Err(e) => reply(AppendResponse { result: fail(&e), entries: vec![] }),
+            Err(e) => reply(AppendResponse {
+                result: fail(&e),
+                entries: vec![],
+            }),
         }
     }
 
-    async fn pop(&self, req: Request<PopRequest_>) -> std::result::Result<Response<PopResponse>, Status> {
+    async fn pop(
+        &self,
+        req: Request<PopRequest_>,
+    ) -> std::result::Result<Response<PopResponse>, Status> {
         let r = req.into_inner();
         let pr = PopRequest {
             group: r.group,
@@ -145,14 +164,25 @@ impl StoreService for StoreGrpc {
                     })
                     .collect(),
             }),
-            Err(e) => reply(PopResponse { result: fail(&e), messages: vec![] }),
+            Err(e) => reply(PopResponse {
+                result: fail(&e),
+                messages: vec![],
+            }),
         }
     }
 
-    async fn ack(&self, req: Request<AckRequest>) -> std::result::Result<Response<AckResponse>, Status> {
+    async fn ack(
+        &self,
+        req: Request<AckRequest>,
+    ) -> std::result::Result<Response<AckResponse>, Status> {
         let r = req.into_inner();
-        let res = self.store.ack(&r.group, &r.topic, r.queue_id, r.queue_offset, r.token).await;
-        reply(AckResponse { result: res.map_or_else(|e| fail(&e), |_| ok()) })
+        let res = self
+            .store
+            .ack(&r.group, &r.topic, r.queue_id, r.queue_offset, r.token)
+            .await;
+        reply(AckResponse {
+            result: res.map_or_else(|e| fail(&e), |_| ok()),
+        })
     }
 
     async fn change_invisible(
@@ -162,7 +192,14 @@ impl StoreService for StoreGrpc {
         let r = req.into_inner();
         match self
             .store
-            .change_invisible(&r.group, &r.topic, r.queue_id, r.queue_offset, r.token, r.invisible_ms.max(0))
+            .change_invisible(
+                &r.group,
+                &r.topic,
+                r.queue_id,
+                r.queue_offset,
+                r.token,
+                r.invisible_ms.max(0),
+            )
             .await
         {
             Ok(v) => reply(ChangeInvisibleResponse {
@@ -171,52 +208,101 @@ impl StoreService for StoreGrpc {
                 pop_time_ms: v.pop_time_ms,
                 invisible_ms: v.invisible_ms,
             }),
-            Err(e) => reply(ChangeInvisibleResponse { result: fail(&e), ..Default::default() }),
+            Err(e) => reply(ChangeInvisibleResponse {
+                result: fail(&e),
+                ..Default::default()
+            }),
         }
     }
 
-    async fn upsert_topic(&self, req: Request<UpsertTopicRequest>) -> std::result::Result<Response<AdminResponse>, Status> {
+    async fn upsert_topic(
+        &self,
+        req: Request<UpsertTopicRequest>,
+    ) -> std::result::Result<Response<AdminResponse>, Status> {
         let Some(t) = req.into_inner().topic else {
-            return reply(AdminResponse { result: fail(&StoreError::BadRequest("topic missing".into())) });
+            return reply(AdminResponse {
+                result: fail(&StoreError::BadRequest("topic missing".into())),
+            });
         };
         let res = self.store.upsert_topic(topic_from_proto(t)).await;
-        reply(AdminResponse { result: res.map_or_else(|e| fail(&e), |_| ok()) })
+        reply(AdminResponse {
+            result: res.map_or_else(|e| fail(&e), |_| ok()),
+        })
     }
 
-    async fn delete_topic(&self, req: Request<DeleteTopicRequest>) -> std::result::Result<Response<AdminResponse>, Status> {
+    async fn delete_topic(
+        &self,
+        req: Request<DeleteTopicRequest>,
+    ) -> std::result::Result<Response<AdminResponse>, Status> {
         let res = self.store.delete_topic(&req.into_inner().topic).await;
-        reply(AdminResponse { result: res.map_or_else(|e| fail(&e), |_| ok()) })
+        reply(AdminResponse {
+            result: res.map_or_else(|e| fail(&e), |_| ok()),
+        })
     }
 
-    async fn get_topic(&self, req: Request<GetTopicRequest>) -> std::result::Result<Response<GetTopicResponse>, Status> {
+    async fn get_topic(
+        &self,
+        req: Request<GetTopicRequest>,
+    ) -> std::result::Result<Response<GetTopicResponse>, Status> {
         let name = req.into_inner().topic;
         match self.store.topic(&name) {
-            Some(t) => reply(GetTopicResponse { result: ok(), topic: Some(topic_to_proto(&t)) }),
-            None => reply(GetTopicResponse { result: fail(&StoreError::TopicNotFound(name)), topic: None }),
+            Some(t) => reply(GetTopicResponse {
+                result: ok(),
+                topic: Some(topic_to_proto(&t)),
+            }),
+            None => reply(GetTopicResponse {
+                result: fail(&StoreError::TopicNotFound(name)),
+                topic: None,
+            }),
         }
     }
 
-    async fn list_topics(&self, _: Request<ListTopicsRequest>) -> std::result::Result<Response<ListTopicsResponse>, Status> {
-        reply(ListTopicsResponse { result: ok(), topics: self.store.topics().iter().map(topic_to_proto).collect() })
+    async fn list_topics(
+        &self,
+        _: Request<ListTopicsRequest>,
+    ) -> std::result::Result<Response<ListTopicsResponse>, Status> {
+        reply(ListTopicsResponse {
+            result: ok(),
+            topics: self.store.topics().iter().map(topic_to_proto).collect(),
+        })
     }
 
-    async fn upsert_group(&self, req: Request<UpsertGroupRequest>) -> std::result::Result<Response<AdminResponse>, Status> {
+    async fn upsert_group(
+        &self,
+        req: Request<UpsertGroupRequest>,
+    ) -> std::result::Result<Response<AdminResponse>, Status> {
         let Some(g) = req.into_inner().group else {
-            return reply(AdminResponse { result: fail(&StoreError::BadRequest("group missing".into())) });
+            return reply(AdminResponse {
+                result: fail(&StoreError::BadRequest("group missing".into())),
+            });
         };
         let res = self.store.upsert_group(group_from_proto(g)).await;
-        reply(AdminResponse { result: res.map_or_else(|e| fail(&e), |_| ok()) })
+        reply(AdminResponse {
+            result: res.map_or_else(|e| fail(&e), |_| ok()),
+        })
     }
 
-    async fn delete_group(&self, req: Request<DeleteGroupRequest>) -> std::result::Result<Response<AdminResponse>, Status> {
+    async fn delete_group(
+        &self,
+        req: Request<DeleteGroupRequest>,
+    ) -> std::result::Result<Response<AdminResponse>, Status> {
         let res = self.store.delete_group(&req.into_inner().group).await;
-        reply(AdminResponse { result: res.map_or_else(|e| fail(&e), |_| ok()) })
+        reply(AdminResponse {
+            result: res.map_or_else(|e| fail(&e), |_| ok()),
+        })
     }
 
-    async fn get_group(&self, req: Request<GetGroupRequest>) -> std::result::Result<Response<GetGroupResponse>, Status> {
+    async fn get_group(
+        &self,
+        req: Request<GetGroupRequest>,
+    ) -> std::result::Result<Response<GetGroupResponse>, Status> {
         let name = req.into_inner().group;
         match self.store.group(&name) {
-            Some(g) => reply(GetGroupResponse { result: ok(), group: Some(group_to_proto(&g)), exists: true }),
+            Some(g) => reply(GetGroupResponse {
+                result: ok(),
+                group: Some(group_to_proto(&g)),
+                exists: true,
+            }),
             None => reply(GetGroupResponse {
                 result: ok(),
                 group: Some(group_to_proto(&GroupCfg::with_defaults(&name))),
@@ -225,21 +311,29 @@ impl StoreService for StoreGrpc {
         }
     }
 
-    async fn topic_status(&self, req: Request<TopicStatusRequest>) -> std::result::Result<Response<TopicStatusResponse>, Status> {
+    async fn topic_status(
+        &self,
+        req: Request<TopicStatusRequest>,
+    ) -> std::result::Result<Response<TopicStatusResponse>, Status> {
         match self.store.topic_status(&req.into_inner().topic) {
             Ok(rows) => reply(TopicStatusResponse {
                 result: ok(),
                 queues: rows
                     .into_iter()
-                    .map(|(queue_id, min_offset, max_offset, last_update_ms)| QueueStatus {
-                        queue_id,
-                        min_offset,
-                        max_offset,
-                        last_update_ms,
-                    })
+                    .map(
+                        |(queue_id, min_offset, max_offset, last_update_ms)| QueueStatus {
+                            queue_id,
+                            min_offset,
+                            max_offset,
+                            last_update_ms,
+                        },
+                    )
                     .collect(),
             }),
-            Err(e) => reply(TopicStatusResponse { result: fail(&e), queues: vec![] }),
+            Err(e) => reply(TopicStatusResponse {
+                result: fail(&e),
+                queues: vec![],
+            }),
         }
     }
 
@@ -254,16 +348,42 @@ impl StoreService for StoreGrpc {
             self.store
                 .consumer_progress(&r.group, &r.topic)
                 .into_iter()
-                .map(|(topic, queue_id, broker_offset, consumer_offset, inflight, last_timestamp_ms)| {
-                    ConsumerQueueProgress { topic, queue_id, broker_offset, consumer_offset, inflight, last_timestamp_ms }
-                })
+                .map(
+                    |(
+                        topic,
+                        queue_id,
+                        broker_offset,
+                        consumer_offset,
+                        inflight,
+                        last_timestamp_ms,
+                    )| {
+                        ConsumerQueueProgress {
+                            topic,
+                            queue_id,
+                            broker_offset,
+                            consumer_offset,
+                            inflight,
+                            last_timestamp_ms,
+                        }
+                    },
+                )
                 .collect()
         };
-        reply(ConsumerProgressResponse { result: ok(), queues, groups: self.store.groups() })
+        reply(ConsumerProgressResponse {
+            result: ok(),
+            queues,
+            groups: self.store.groups(),
+        })
     }
 
-    async fn runtime_info(&self, _: Request<RuntimeInfoRequest>) -> std::result::Result<Response<RuntimeInfoResponse>, Status> {
-        reply(RuntimeInfoResponse { result: ok(), info: self.store.runtime_info().into_iter().collect() })
+    async fn runtime_info(
+        &self,
+        _: Request<RuntimeInfoRequest>,
+    ) -> std::result::Result<Response<RuntimeInfoResponse>, Status> {
+        reply(RuntimeInfoResponse {
+            result: ok(),
+            info: self.store.runtime_info().into_iter().collect(),
+        })
     }
 }
 

@@ -71,15 +71,43 @@ pub struct PopItem {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind")]
 pub enum StateRecord {
-    Topic { cfg: TopicCfg },
-    TopicDelete { name: String },
-    Group { cfg: GroupCfg },
-    GroupDelete { name: String },
+    Topic {
+        cfg: TopicCfg,
+    },
+    TopicDelete {
+        name: String,
+    },
+    Group {
+        cfg: GroupCfg,
+    },
+    GroupDelete {
+        name: String,
+    },
     /// Deliveries made by one pop from one queue, and the queue's new cursor.
-    Pop { g: String, t: String, q: i32, cursor: i64, items: Vec<PopItem> },
-    Ack { g: String, t: String, q: i32, o: i64, k: u64 },
+    Pop {
+        g: String,
+        t: String,
+        q: i32,
+        cursor: i64,
+        items: Vec<PopItem>,
+    },
+    Ack {
+        g: String,
+        t: String,
+        q: i32,
+        o: i64,
+        k: u64,
+    },
     /// A delivery's invisibility changed: token `k` became `n`, visible again at `v`.
-    Inv { g: String, t: String, q: i32, o: i64, k: u64, n: u64, v: i64 },
+    Inv {
+        g: String,
+        t: String,
+        q: i32,
+        o: i64,
+        k: u64,
+        n: u64,
+        v: i64,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -101,7 +129,12 @@ pub struct PopQueue {
 impl PopQueue {
     /// The committed consumer offset: everything below it is acked.
     pub fn commit_offset(&self) -> i64 {
-        self.inflight.keys().next().copied().unwrap_or(self.cursor).min(self.cursor)
+        self.inflight
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.cursor)
+            .min(self.cursor)
     }
 }
 
@@ -132,12 +165,25 @@ impl Meta {
                 self.groups.remove(name);
                 self.pops.retain(|(g, _), _| g != name);
             }
-            StateRecord::Pop { g, t, q, cursor, items } => {
+            StateRecord::Pop {
+                g,
+                t,
+                q,
+                cursor,
+                items,
+            } => {
                 let pq = self.pop_queue(g, t, *q);
                 pq.cursor = pq.cursor.max(*cursor);
                 pq.last_pop_ms = pq.last_pop_ms.max(store_ts);
                 for it in items {
-                    pq.inflight.insert(it.o, Inflight { token: it.k, attempt: it.a, visible_at: it.v });
+                    pq.inflight.insert(
+                        it.o,
+                        Inflight {
+                            token: it.k,
+                            attempt: it.a,
+                            visible_at: it.v,
+                        },
+                    );
                 }
                 if let Some(m) = items.iter().map(|i| i.k).max() {
                     self.max_token = self.max_token.max(m);
@@ -149,7 +195,15 @@ impl Meta {
                     pq.inflight.remove(o);
                 }
             }
-            StateRecord::Inv { g, t, q, o, k, n, v } => {
+            StateRecord::Inv {
+                g,
+                t,
+                q,
+                o,
+                k,
+                n,
+                v,
+            } => {
                 let pq = self.pop_queue(g, t, *q);
                 if let Some(i) = pq.inflight.get_mut(o).filter(|i| i.token == *k) {
                     i.token = *n;
@@ -188,15 +242,66 @@ mod tests {
             t: "t".into(),
             q: 0,
             cursor: 2,
-            items: vec![PopItem { o: 0, k: 5, a: 1, v: 100 }, PopItem { o: 1, k: 6, a: 1, v: 100 }],
+            items: vec![
+                PopItem {
+                    o: 0,
+                    k: 5,
+                    a: 1,
+                    v: 100,
+                },
+                PopItem {
+                    o: 1,
+                    k: 6,
+                    a: 1,
+                    v: 100,
+                },
+            ],
         };
         m.apply(&pop, 0);
-        m.apply(&StateRecord::Ack { g: "g".into(), t: "t".into(), q: 0, o: 0, k: 99 }, 0);
+        m.apply(
+            &StateRecord::Ack {
+                g: "g".into(),
+                t: "t".into(),
+                q: 0,
+                o: 0,
+                k: 99,
+            },
+            0,
+        );
         assert_eq!(m.pop_queue("g", "t", 0).inflight.len(), 2);
-        m.apply(&StateRecord::Ack { g: "g".into(), t: "t".into(), q: 0, o: 0, k: 5 }, 0);
+        m.apply(
+            &StateRecord::Ack {
+                g: "g".into(),
+                t: "t".into(),
+                q: 0,
+                o: 0,
+                k: 5,
+            },
+            0,
+        );
         assert_eq!(m.pop_queue("g", "t", 0).commit_offset(), 1);
-        m.apply(&StateRecord::Inv { g: "g".into(), t: "t".into(), q: 0, o: 1, k: 6, n: 7, v: 200 }, 0);
-        m.apply(&StateRecord::Ack { g: "g".into(), t: "t".into(), q: 0, o: 1, k: 7 }, 0);
+        m.apply(
+            &StateRecord::Inv {
+                g: "g".into(),
+                t: "t".into(),
+                q: 0,
+                o: 1,
+                k: 6,
+                n: 7,
+                v: 200,
+            },
+            0,
+        );
+        m.apply(
+            &StateRecord::Ack {
+                g: "g".into(),
+                t: "t".into(),
+                q: 0,
+                o: 1,
+                k: 7,
+            },
+            0,
+        );
         assert_eq!(m.pop_queue("g", "t", 0).commit_offset(), 2);
         assert!(m.next_token(0) > 7);
     }

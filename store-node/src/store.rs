@@ -109,7 +109,11 @@ impl Stats {
     /// Records a (time, puts, gets) sample; called once a second.
     pub fn sample(&self) {
         let mut s = self.samples.lock();
-        s.push_back((now_ms(), self.put_total.load(Ordering::Relaxed), self.get_total.load(Ordering::Relaxed)));
+        s.push_back((
+            now_ms(),
+            self.put_total.load(Ordering::Relaxed),
+            self.get_total.load(Ordering::Relaxed),
+        ));
         while s.len() > 11 {
             s.pop_front();
         }
@@ -140,13 +144,18 @@ impl Store {
         let mut queues = QueueTable::default();
         let mut queue_next: HashMap<(String, i32), i64> = HashMap::new();
         let dir = cfg.commit_log_dir();
-        let (log, tail, recovery) = CommitLog::open(&dir, cfg.mapped_file_size_commit_log as usize, |view, _| {
-            replay(view, &mut meta, &mut queues, &mut queue_next)
-        })?;
+        let (log, tail, recovery) =
+            CommitLog::open(&dir, cfg.mapped_file_size_commit_log as usize, |view, _| {
+                replay(view, &mut meta, &mut queues, &mut queue_next)
+            })?;
         if let Some(t) = &recovery.truncated {
             tracing::warn!(dir = %dir.display(), "commitlog tail discarded during recovery {t}");
         }
-        tracing::info!(records = recovery.records, end = recovery.valid_end, "commitlog recovered");
+        tracing::info!(
+            records = recovery.records,
+            end = recovery.valid_end,
+            "commitlog recovered"
+        );
         let store_host = format!("{}:{}", cfg.broker_ip1, cfg.listen_port)
             .parse()
             .unwrap_or(SocketAddrV4::new(Ipv4Addr::LOCALHOST, cfg.listen_port));
@@ -160,10 +169,8 @@ impl Store {
                 log.clone(),
                 interval,
                 Box::new(move |durable| {
-                    if sync {
-                        if let Some(s) = w.upgrade() {
-                            s.dispatch_up_to(durable);
-                        }
+                    if sync && let Some(s) = w.upgrade() {
+                        s.dispatch_up_to(durable);
                     }
                 }),
             );
@@ -190,7 +197,10 @@ impl Store {
                 recovery,
             }
         });
-        store.stats.boot_ms.store(now_ms() as u64, Ordering::Relaxed);
+        store
+            .stats
+            .boot_ms
+            .store(now_ms() as u64, Ordering::Relaxed);
         Ok(store)
     }
 
@@ -223,7 +233,11 @@ impl Store {
     }
 
     fn notifier(&self, topic: &str) -> Arc<Notify> {
-        self.notifiers.lock().entry(topic.to_string()).or_default().clone()
+        self.notifiers
+            .lock()
+            .entry(topic.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Makes pending messages up to `durable` visible to consumers and wakes their long polls.
@@ -260,7 +274,8 @@ impl Store {
             return Ok(());
         }
         let rx = self.flusher().wait_durable(end);
-        match tokio::time::timeout(Duration::from_millis(self.cfg.sync_flush_timeout_ms), rx).await {
+        match tokio::time::timeout(Duration::from_millis(self.cfg.sync_flush_timeout_ms), rx).await
+        {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(StoreError::ShuttingDown),
             Err(_) => Err(StoreError::FlushTimeout(self.cfg.sync_flush_timeout_ms)),
@@ -276,15 +291,24 @@ impl Store {
         {
             let meta = self.meta.lock();
             for m in &msgs {
-                let t = meta.topics.get(&m.topic).ok_or_else(|| StoreError::TopicNotFound(m.topic.clone()))?;
+                let t = meta
+                    .topics
+                    .get(&m.topic)
+                    .ok_or_else(|| StoreError::TopicNotFound(m.topic.clone()))?;
                 if !t.writable() || self.cfg.broker_permission & 2 == 0 {
                     return Err(StoreError::NotWritable(m.topic.clone()));
                 }
                 if m.body.len() > self.cfg.max_message_size {
-                    return Err(StoreError::BodyTooLarge { size: m.body.len(), limit: self.cfg.max_message_size });
+                    return Err(StoreError::BodyTooLarge {
+                        size: m.body.len(),
+                        limit: self.cfg.max_message_size,
+                    });
                 }
                 if m.queue_id >= t.write_queue_nums {
-                    return Err(StoreError::NoSuchQueue { topic: m.topic.clone(), queue: m.queue_id });
+                    return Err(StoreError::NoSuchQueue {
+                        topic: m.topic.clone(),
+                        queue: m.queue_id,
+                    });
                 }
                 write_queues.insert(m.topic.clone(), t.write_queue_nums.max(1));
             }
@@ -305,14 +329,18 @@ impl Store {
                 };
                 let key = (m.topic.clone(), queue_id);
                 let qoff = *w.queue_next.get(&key).unwrap_or(&0);
-                let props = encode_properties(m.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                let props =
+                    encode_properties(m.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())));
                 let input = RecordInput {
                     topic: &m.topic,
                     queue_id,
                     flag: m.flag,
                     sys_flag: m.sys_flag,
                     born_timestamp: m.born_timestamp,
-                    born_host: m.born_host.parse().unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
+                    born_host: m
+                        .born_host
+                        .parse()
+                        .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
                     store_host: self.store_host,
                     reconsume_times: 0,
                     prepared_tx_offset: 0,
@@ -331,9 +359,18 @@ impl Store {
                     topic: m.topic.clone(),
                     queue_id,
                     queue_offset: qoff,
-                    entry: CqEntry { phys: a.phys, size: a.size as u32, tags_code: tags, store_ts },
+                    entry: CqEntry {
+                        phys: a.phys,
+                        size: a.size as u32,
+                        tags_code: tags,
+                        store_ts,
+                    },
                 });
-                results.push(AppendResult { queue_id, queue_offset: qoff, phys: a.phys });
+                results.push(AppendResult {
+                    queue_id,
+                    queue_offset: qoff,
+                    phys: a.phys,
+                });
             }
             self.log.publish(&w.tail);
             end = w.tail.pos;
@@ -342,7 +379,9 @@ impl Store {
             }
         }
         self.await_durable(end).await?;
-        self.stats.put_total.fetch_add(msgs.len() as u64, Ordering::Relaxed);
+        self.stats
+            .put_total
+            .fetch_add(msgs.len() as u64, Ordering::Relaxed);
         for m in &msgs {
             self.metrics.message_in(m);
         }
@@ -380,7 +419,8 @@ impl Store {
 
     /// Pops up to `batch` messages, long-polling until one arrives or `poll_ms` passes.
     pub async fn pop(&self, req: PopRequest) -> Result<Vec<Delivery>> {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(req.poll_ms.max(0) as u64);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(req.poll_ms.max(0) as u64);
         let notify = self.notifier(&req.topic);
         loop {
             let notified = notify.notified();
@@ -388,9 +428,12 @@ impl Store {
             notified.as_mut().enable();
             let (found, next_visible) = self.try_pop(&req)?;
             if !found.is_empty() {
-                self.stats.get_total.fetch_add(found.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .get_total
+                    .fetch_add(found.len() as u64, Ordering::Relaxed);
                 for d in &found {
-                    self.metrics.message_out(&req.topic, &req.group, d.record.len());
+                    self.metrics
+                        .message_out(&req.topic, &req.group, d.record.len());
                 }
                 return Ok(found);
             }
@@ -417,7 +460,12 @@ impl Store {
         if !self.cfg.auto_create_subscription_group {
             return Err(StoreError::GroupNotFound(group.to_string()));
         }
-        self.append_state(meta, StateRecord::Group { cfg: GroupCfg::with_defaults(group) })?;
+        self.append_state(
+            meta,
+            StateRecord::Group {
+                cfg: GroupCfg::with_defaults(group),
+            },
+        )?;
         Ok(())
     }
 
@@ -425,7 +473,11 @@ impl Store {
     /// in-flight message of this group becomes visible again.
     fn try_pop(&self, req: &PopRequest) -> Result<(Vec<Delivery>, Option<i64>)> {
         let mut meta = self.meta.lock();
-        let topic = meta.topics.get(&req.topic).cloned().ok_or_else(|| StoreError::TopicNotFound(req.topic.clone()))?;
+        let topic = meta
+            .topics
+            .get(&req.topic)
+            .cloned()
+            .ok_or_else(|| StoreError::TopicNotFound(req.topic.clone()))?;
         if !topic.readable() || self.cfg.broker_permission & 4 == 0 {
             return Err(StoreError::NotReadable(req.topic.clone()));
         }
@@ -436,13 +488,18 @@ impl Store {
         }
         let order: Vec<i32> = if req.queue_id >= 0 {
             if req.queue_id >= nq {
-                return Err(StoreError::NoSuchQueue { topic: req.topic.clone(), queue: req.queue_id });
+                return Err(StoreError::NoSuchQueue {
+                    topic: req.topic.clone(),
+                    queue: req.queue_id,
+                });
             }
             vec![req.queue_id]
         } else {
             meta.round_robin = meta.round_robin.wrapping_add(1);
             let start = meta.round_robin % nq as usize;
-            (0..nq).map(|i| ((start + i as usize) % nq as usize) as i32).collect()
+            (0..nq)
+                .map(|i| ((start + i as usize) % nq as usize) as i32)
+                .collect()
         };
         let filter: Option<HashSet<i32>> =
             (!req.tags.is_empty()).then(|| req.tags.iter().map(|t| string_hash_code(t)).collect());
@@ -468,7 +525,8 @@ impl Store {
                     .map(|(o, i)| (*o, i.attempt + 1))
                     .collect();
                 for i in pq.inflight.values().filter(|i| i.visible_at > now) {
-                    next_visible = Some(next_visible.map_or(i.visible_at, |v: i64| v.min(i.visible_at)));
+                    next_visible =
+                        Some(next_visible.map_or(i.visible_at, |v: i64| v.min(i.visible_at)));
                 }
                 (pq.cursor, expired)
             };
@@ -482,22 +540,30 @@ impl Store {
             {
                 let queues = self.queues.read();
                 while picks.len() + out.len() < req.batch && cursor < max {
-                    let Some(e) = queues.queue(&req.topic, q).and_then(|cq| cq.get(cursor)).copied() else {
+                    let Some(e) = queues
+                        .queue(&req.topic, q)
+                        .and_then(|cq| cq.get(cursor))
+                        .copied()
+                    else {
                         break;
                     };
                     let o = cursor;
                     cursor += 1;
-                    if let Some(f) = &filter {
-                        if !f.contains(&e.tags_code) {
-                            continue;
-                        }
+                    if let Some(f) = &filter
+                        && !f.contains(&e.tags_code)
+                    {
+                        continue;
                     }
                     picks.push((o, 1));
                 }
             }
             let queues = self.queues.read();
             for (o, attempt) in picks {
-                let Some(e) = queues.queue(&req.topic, q).and_then(|cq| cq.get(o)).copied() else {
+                let Some(e) = queues
+                    .queue(&req.topic, q)
+                    .and_then(|cq| cq.get(o))
+                    .copied()
+                else {
                     continue;
                 };
                 let Some(record) = self.log.read(e.phys, e.size as usize) else {
@@ -505,13 +571,20 @@ impl Store {
                 };
                 if !req.tags.is_empty() && attempt == 1 {
                     // The tags code matched; compare the strings to rule out a hash collision.
-                    let tag = RecordView::parse(&record).ok().and_then(|v| v.property(keys::TAGS).map(str::to_string));
+                    let tag = RecordView::parse(&record)
+                        .ok()
+                        .and_then(|v| v.property(keys::TAGS).map(str::to_string));
                     if !tag.is_some_and(|t| req.tags.contains(&t)) {
                         continue;
                     }
                 }
                 let token = meta.next_token(now);
-                items.push(PopItem { o, k: token, a: attempt, v: now + req.invisible_ms });
+                items.push(PopItem {
+                    o,
+                    k: token,
+                    a: attempt,
+                    v: now + req.invisible_ms,
+                });
                 out.push(Delivery {
                     record,
                     queue_id: q,
@@ -525,24 +598,49 @@ impl Store {
             }
             drop(queues);
             if !items.is_empty() || cursor != cursor_before {
-                let rec = StateRecord::Pop { g: req.group.clone(), t: req.topic.clone(), q, cursor, items };
+                let rec = StateRecord::Pop {
+                    g: req.group.clone(),
+                    t: req.topic.clone(),
+                    q,
+                    cursor,
+                    items,
+                };
                 self.append_state(&mut meta, rec)?;
             }
         }
         Ok((out, next_visible))
     }
 
-    fn check_delivery(meta: &mut Meta, group: &str, topic: &str, queue: i32, offset: i64, token: u64, now: i64) -> Result<()> {
+    fn check_delivery(
+        meta: &mut Meta,
+        group: &str,
+        topic: &str,
+        queue: i32,
+        offset: i64,
+        token: u64,
+        now: i64,
+    ) -> Result<()> {
         let pq = meta.pop_queue(group, topic, queue);
         match pq.inflight.get(&offset) {
             Some(i) if i.token == token && i.visible_at > now => Ok(()),
-            Some(i) if i.token == token => Err(StoreError::InvalidHandle("receipt handle is expired")),
-            _ => Err(StoreError::InvalidHandle("receipt handle is unknown or superseded")),
+            Some(i) if i.token == token => {
+                Err(StoreError::InvalidHandle("receipt handle is expired"))
+            }
+            _ => Err(StoreError::InvalidHandle(
+                "receipt handle is unknown or superseded",
+            )),
         }
     }
 
     /// Acknowledges one delivery; durable under SYNC_FLUSH when this returns.
-    pub async fn ack(&self, group: &str, topic: &str, queue: i32, offset: i64, token: u64) -> Result<()> {
+    pub async fn ack(
+        &self,
+        group: &str,
+        topic: &str,
+        queue: i32,
+        offset: i64,
+        token: u64,
+    ) -> Result<()> {
         let end = {
             let mut meta = self.meta.lock();
             if !meta.topics.contains_key(topic) {
@@ -550,7 +648,13 @@ impl Store {
             }
             let now = self.clock.now();
             Self::check_delivery(&mut meta, group, topic, queue, offset, token, now)?;
-            let rec = StateRecord::Ack { g: group.into(), t: topic.into(), q: queue, o: offset, k: token };
+            let rec = StateRecord::Ack {
+                g: group.into(),
+                t: topic.into(),
+                q: queue,
+                o: offset,
+                k: token,
+            };
             self.append_state(&mut meta, rec)?
         };
         self.await_durable(end).await
@@ -574,9 +678,24 @@ impl Store {
             let now = self.clock.now();
             Self::check_delivery(&mut meta, group, topic, queue, offset, token, now)?;
             let n = meta.next_token(now);
-            let rec = StateRecord::Inv { g: group.into(), t: topic.into(), q: queue, o: offset, k: token, n, v: now + invisible_ms };
+            let rec = StateRecord::Inv {
+                g: group.into(),
+                t: topic.into(),
+                q: queue,
+                o: offset,
+                k: token,
+                n,
+                v: now + invisible_ms,
+            };
             let end = self.append_state(&mut meta, rec)?;
-            (end, NewVisibility { token: n, pop_time_ms: now, invisible_ms })
+            (
+                end,
+                NewVisibility {
+                    token: n,
+                    pop_time_ms: now,
+                    invisible_ms,
+                },
+            )
         };
         self.await_durable(end).await?;
         self.notifier(topic).notify_waiters();
@@ -585,7 +704,9 @@ impl Store {
 
     pub async fn upsert_topic(&self, cfg: TopicCfg) -> Result<()> {
         if cfg.name.is_empty() || cfg.read_queue_nums < 0 || cfg.write_queue_nums < 0 {
-            return Err(StoreError::BadRequest("topic needs a name and non-negative queue counts".into()));
+            return Err(StoreError::BadRequest(
+                "topic needs a name and non-negative queue counts".into(),
+            ));
         }
         let end = {
             let mut meta = self.meta.lock();
@@ -646,7 +767,9 @@ impl Store {
 
     /// Per queue: (queue id, min offset, max offset, last store time).
     pub fn topic_status(&self, topic: &str) -> Result<Vec<(i32, i64, i64, i64)>> {
-        let n = self.topic(topic).ok_or_else(|| StoreError::TopicNotFound(topic.to_string()))?;
+        let n = self
+            .topic(topic)
+            .ok_or_else(|| StoreError::TopicNotFound(topic.to_string()))?;
         let q = self.queues.read();
         Ok((0..n.read_queue_nums.max(n.write_queue_nums))
             .map(|i| {
@@ -658,7 +781,11 @@ impl Store {
     }
 
     /// Per (topic, queue) of a group: broker offset, consumer offset, in-flight count, last pop.
-    pub fn consumer_progress(&self, group: &str, topic_filter: &str) -> Vec<(String, i32, i64, i64, i64, i64)> {
+    pub fn consumer_progress(
+        &self,
+        group: &str,
+        topic_filter: &str,
+    ) -> Vec<(String, i32, i64, i64, i64, i64)> {
         let meta = self.meta.lock();
         let q = self.queues.read();
         let mut rows = Vec::new();
@@ -684,19 +811,46 @@ impl Store {
         let (put_tps, get_tps) = self.stats.tps();
         let boot = self.stats.boot_ms.load(Ordering::Relaxed) as i64;
         vec![
-            ("brokerVersionDesc".into(), format!("V{}", env!("CARGO_PKG_VERSION").replace('.', "_"))),
+            (
+                "brokerVersionDesc".into(),
+                format!("V{}", env!("CARGO_PKG_VERSION").replace('.', "_")),
+            ),
             ("brokerActive".into(), "true".into()),
             ("bootTimestamp".into(), boot.to_string()),
             ("runtime".into(), format!("{} ms", now_ms() - boot)),
-            ("commitLogMinOffset".into(), self.log.min_offset().to_string()),
-            ("commitLogMaxOffset".into(), self.log.published().to_string()),
-            ("commitLogFlushedOffset".into(), self.log.flushed().to_string()),
+            (
+                "commitLogMinOffset".into(),
+                self.log.min_offset().to_string(),
+            ),
+            (
+                "commitLogMaxOffset".into(),
+                self.log.published().to_string(),
+            ),
+            (
+                "commitLogFlushedOffset".into(),
+                self.log.flushed().to_string(),
+            ),
             ("fsyncCount".into(), self.log.fsync_count().to_string()),
-            ("putTps".into(), format!("{put_tps:.2} {put_tps:.2} {put_tps:.2}")),
-            ("getTransferredTps".into(), format!("{get_tps:.2} {get_tps:.2} {get_tps:.2}")),
-            ("msgPutTotalTodayNow".into(), self.stats.put_total.load(Ordering::Relaxed).to_string()),
-            ("msgGetTotalTodayNow".into(), self.stats.get_total.load(Ordering::Relaxed).to_string()),
-            ("flushDiskType".into(), format!("{:?}", self.cfg.flush_disk_type)),
+            (
+                "putTps".into(),
+                format!("{put_tps:.2} {put_tps:.2} {put_tps:.2}"),
+            ),
+            (
+                "getTransferredTps".into(),
+                format!("{get_tps:.2} {get_tps:.2} {get_tps:.2}"),
+            ),
+            (
+                "msgPutTotalTodayNow".into(),
+                self.stats.put_total.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "msgGetTotalTodayNow".into(),
+                self.stats.get_total.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "flushDiskType".into(),
+                format!("{:?}", self.cfg.flush_disk_type),
+            ),
             ("brokerRole".into(), self.cfg.broker_role.as_str().into()),
         ]
     }
@@ -719,7 +873,9 @@ fn replay(
                 }
                 meta.apply(&rec, view.store_timestamp);
             }
-            Err(e) => tracing::warn!(offset = view.physical_offset, error = %e, "unreadable state record skipped"),
+            Err(e) => {
+                tracing::warn!(offset = view.physical_offset, error = %e, "unreadable state record skipped")
+            }
         }
         return;
     }

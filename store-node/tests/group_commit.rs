@@ -49,7 +49,10 @@ async fn concurrent_sync_sends_share_fsyncs() {
                     .await
                     .expect("sync send");
                 let end = r[0].phys;
-                assert!(store.commit_log().flushed() > end, "acknowledged before durable");
+                assert!(
+                    store.commit_log().flushed() > end,
+                    "acknowledged before durable"
+                );
             }
         }));
     }
@@ -59,6 +62,9 @@ async fn concurrent_sync_sends_share_fsyncs() {
     let messages = (SENDERS * EACH) as u64;
     let fsyncs = store.commit_log().fsync_count() - before;
     eprintln!("{messages} sync sends took {fsyncs} fsyncs");
-    assert!(fsyncs * 4 <= messages, "{fsyncs} fsyncs for {messages} messages: no group commit");
+    assert!(
+        fsyncs * 4 <= messages,
+        "{fsyncs} fsyncs for {messages} messages: no group commit"
+    );
     store.shutdown();
 }

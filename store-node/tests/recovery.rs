@@ -38,7 +38,10 @@ fn message(i: usize, rng: &mut impl Rng) -> NewMessage {
         topic: "T".into(),
         queue_id: -1,
         body: body.into(),
-        properties: vec![("UNIQ_KEY".into(), format!("ID{i}")), ("TAGS".into(), "A".into())],
+        properties: vec![
+            ("UNIQ_KEY".into(), format!("ID{i}")),
+            ("TAGS".into(), "A".into()),
+        ],
         born_timestamp: 1,
         born_host: "127.0.0.1:1".into(),
         flag: 0,
@@ -68,7 +71,10 @@ async fn drain(store: &Store) -> BTreeMap<i64, (usize, Vec<u8>)> {
         for d in got {
             let view = rmq_common::record::RecordView::parse(&d.record).expect("record parses");
             assert!(
-                matches!(rmq_common::record::check(&d.record, d.phys), Ok(rmq_common::record::Scan::Record(_))),
+                matches!(
+                    rmq_common::record::check(&d.record, d.phys),
+                    Ok(rmq_common::record::Scan::Record(_))
+                ),
                 "served a corrupt record at {}",
                 d.phys
             );
@@ -92,7 +98,10 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn segments(root: &Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(root.join("commitlog")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut v: Vec<_> = std::fs::read_dir(root.join("commitlog"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     v.sort();
     v
 }
@@ -110,7 +119,10 @@ async fn torn_tails_and_garbage_recover_to_last_valid_record() {
         }
         store.shutdown();
     }
-    assert!(segments(&original).len() >= 3, "test must span several segments");
+    assert!(
+        segments(&original).len() >= 3,
+        "test must span several segments"
+    );
 
     let reference = base.path().join("reference");
     copy_dir(&original, &reference);
@@ -130,7 +142,11 @@ async fn torn_tails_and_garbage_recover_to_last_valid_record() {
         let seg = &segs[seg_idx];
         let seg_base: i64 = seg.file_name().unwrap().to_string_lossy().parse().unwrap();
         let mut bytes = std::fs::read(seg).unwrap();
-        let used = bytes.iter().rposition(|b| *b != 0).map(|p| p + 1).unwrap_or(0);
+        let used = bytes
+            .iter()
+            .rposition(|b| *b != 0)
+            .map(|p| p + 1)
+            .unwrap_or(0);
         let at = rng.random_range(0..used.max(1));
         let garbage = round % 2 == 1;
         if garbage {
@@ -149,8 +165,11 @@ async fn torn_tails_and_garbage_recover_to_last_valid_record() {
         let store = Store::open(config(&dir)).unwrap();
         let got = drain(&store).await;
         store.shutdown();
-        let expected: BTreeMap<i64, (usize, Vec<u8>)> =
-            all.iter().filter(|(p, (l, _))| **p + *l as i64 <= cut).map(|(p, v)| (*p, v.clone())).collect();
+        let expected: BTreeMap<i64, (usize, Vec<u8>)> = all
+            .iter()
+            .filter(|(p, (l, _))| **p + *l as i64 <= cut)
+            .map(|(p, v)| (*p, v.clone()))
+            .collect();
         assert_eq!(
             got.keys().collect::<Vec<_>>(),
             expected.keys().collect::<Vec<_>>(),
@@ -159,7 +178,10 @@ async fn torn_tails_and_garbage_recover_to_last_valid_record() {
         assert_eq!(got, expected, "round {round}: bodies differ");
 
         let again = Store::open(config(&dir)).unwrap();
-        assert!(again.recovery_report().truncated.is_none(), "round {round}: second recovery truncated again");
+        assert!(
+            again.recovery_report().truncated.is_none(),
+            "round {round}: second recovery truncated again"
+        );
         again.shutdown();
     }
 }
@@ -179,9 +201,19 @@ async fn state_survives_restart() {
         store.shutdown();
     }
     let store = Store::open(config(dir.path())).unwrap();
-    assert!(store.topic("T").is_some(), "topic config is rebuilt from the log");
-    assert!(drain(&store).await.is_empty(), "in-flight deliveries are remembered across restart");
+    assert!(
+        store.topic("T").is_some(),
+        "topic config is rebuilt from the log"
+    );
+    assert!(
+        drain(&store).await.is_empty(),
+        "in-flight deliveries are remembered across restart"
+    );
     let progress = store.consumer_progress("G", "T");
-    assert_eq!(progress.iter().map(|r| r.4).sum::<i64>(), 10, "ten in flight");
+    assert_eq!(
+        progress.iter().map(|r| r.4).sum::<i64>(),
+        10,
+        "ten in flight"
+    );
     store.shutdown();
 }

@@ -85,29 +85,59 @@ async fn main() {
 async fn run(cli: Cli) -> Result<(), roles::BoxError> {
     let shutdown = roles::shutdown_signal();
     match cli.role {
-        Role::Standalone { config, data_dir, namesrv_port, proxy_port, metrics_port, bind, sets } => {
-            let has_root = roles::read_properties(config.as_deref())?.get("storePathRootDir").is_some()
+        Role::Standalone {
+            config,
+            data_dir,
+            namesrv_port,
+            proxy_port,
+            metrics_port,
+            bind,
+            sets,
+        } => {
+            let has_root = roles::read_properties(config.as_deref())?
+                .get("storePathRootDir")
+                .is_some()
                 || sets.iter().any(|s| s.starts_with("storePathRootDir="));
             let mut cfg = roles::store_config(config.as_deref(), None, &sets)?;
             let data_dir = data_dir.or_else(|| (!has_root).then(|| PathBuf::from("rmq-data")));
-            if std::env::var("NAMESRV_ADDR").is_err() && !sets.iter().any(|s| s.starts_with("namesrvAddr=")) {
+            if std::env::var("NAMESRV_ADDR").is_err()
+                && !sets.iter().any(|s| s.starts_with("namesrvAddr="))
+            {
                 cfg.namesrv_addr.clear();
             }
-            let ports = roles::StandalonePorts { namesrv: namesrv_port, proxy: proxy_port, metrics: metrics_port };
+            let ports = roles::StandalonePorts {
+                namesrv: namesrv_port,
+                proxy: proxy_port,
+                metrics: metrics_port,
+            };
             roles::run_standalone(cfg, ports, &bind, data_dir, shutdown).await
         }
         Role::Namesrv { config, bind, sets } => {
             let cfg = roles::namesrv_config(config.as_deref(), &sets)?;
             Ok(rmq_namesrv::run(cfg, &bind, shutdown).await?)
         }
-        Role::Store { config, namesrv, bind, sets } => {
+        Role::Store {
+            config,
+            namesrv,
+            bind,
+            sets,
+        } => {
             let cfg = roles::store_config(config.as_deref(), namesrv.as_deref(), &sets)?;
             roles::spawn_metrics(&bind, cfg.metrics_prom_exporter_port, shutdown.clone());
             Ok(rmq_store_node::run(cfg, &bind, shutdown, None).await?)
         }
-        Role::Proxy { config, namesrv, mode, bind, sets } => {
+        Role::Proxy {
+            config,
+            namesrv,
+            mode,
+            bind,
+            sets,
+        } => {
             if let Some(m) = mode.filter(|m| !m.eq_ignore_ascii_case("cluster")) {
-                return Err(format!("proxy mode {m} is not supported; run `rmq standalone` for an all-in-one node").into());
+                return Err(format!(
+                    "proxy mode {m} is not supported; run `rmq standalone` for an all-in-one node"
+                )
+                .into());
             }
             let cfg = roles::proxy_config(config.as_deref(), namesrv.as_deref(), &sets)?;
             roles::spawn_metrics(&bind, cfg.metrics_prom_exporter_port, shutdown.clone());

@@ -70,7 +70,10 @@ impl CommitLog {
         for (base, path) in files {
             if stop || base != end {
                 if !stop {
-                    report.truncated = Some(format!("segment {} does not follow offset {end}", path.display()));
+                    report.truncated = Some(format!(
+                        "segment {} does not follow offset {end}",
+                        path.display()
+                    ));
                 }
                 std::fs::remove_file(&path)?;
                 stop = true;
@@ -104,7 +107,8 @@ impl CommitLog {
                         break;
                     }
                     Err(e) => {
-                        report.truncated = Some(format!("at offset {}: {e}", seg.base + pos as i64));
+                        report.truncated =
+                            Some(format!("at offset {}: {e}", seg.base + pos as i64));
                         zero_tail(&seg, pos)?;
                         end = seg.base + pos as i64;
                         stop = true;
@@ -183,18 +187,18 @@ impl CommitLog {
 
     fn segment_for_append(&self, tail: &mut Tail, size: usize) -> io::Result<Arc<Segment>> {
         let last = self.segments.read().last().cloned();
-        if let Some(seg) = last {
-            if tail.pos < seg.end() {
-                let left = (seg.end() - tail.pos) as usize;
-                if size + record::END_FILE_MIN_BLANK <= left {
-                    return Ok(seg);
-                }
-                let pos = (tail.pos - seg.base) as usize;
-                // SAFETY: writer lock held; region beyond the published position.
-                let out = unsafe { seg.slice_mut(pos, record::END_FILE_MIN_BLANK) };
-                record::encode_blank(left, out);
-                tail.pos = seg.end();
+        if let Some(seg) = last
+            && tail.pos < seg.end()
+        {
+            let left = (seg.end() - tail.pos) as usize;
+            if size + record::END_FILE_MIN_BLANK <= left {
+                return Ok(seg);
             }
+            let pos = (tail.pos - seg.base) as usize;
+            // SAFETY: writer lock held; region beyond the published position.
+            let out = unsafe { seg.slice_mut(pos, record::END_FILE_MIN_BLANK) };
+            record::encode_blank(left, out);
+            tail.pos = seg.end();
         }
         let seg = Arc::new(Segment::create(&self.dir, tail.pos, self.segment_size)?);
         self.segments.write().push(seg.clone());

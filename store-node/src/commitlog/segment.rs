@@ -25,7 +25,11 @@ pub fn file_name(base: i64) -> String {
 impl Segment {
     pub fn create(dir: &Path, base: i64, size: usize) -> io::Result<Self> {
         let path = dir.join(file_name(base));
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
         file.set_len(size as u64)?;
         file.sync_all()?;
         sync_dir(dir)?;
@@ -40,10 +44,19 @@ impl Segment {
     fn map(file: File, path: PathBuf, base: i64) -> io::Result<Self> {
         let size = file.metadata()?.len() as usize;
         if size == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "empty segment file"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "empty segment file",
+            ));
         }
         let map = MmapRaw::map_raw(&file)?;
-        Ok(Self { base, size, path, map, _file: file })
+        Ok(Self {
+            base,
+            size,
+            path,
+            map,
+            _file: file,
+        })
     }
 
     pub fn end(&self) -> i64 {
