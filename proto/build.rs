@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "apache/rocketmq/v2/definition.proto",
         "apache/rocketmq/v2/service.proto",
+        "apache/rocketmq/v2/admin.proto",
         "rmq/internal/store.proto",
         "rmq/internal/namesrv.proto",
     ];

@@ -292,3 +292,28 @@ async fn unknown_topic_fails_producer_start() {
         "TOPIC_NOT_FOUND surfaces at start"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_create_topic_enable_behaves_as_configured() {
+    let s = Standalone::start(&[
+        "--set",
+        "autoCreateTopicEnable=true",
+        "--set",
+        "defaultTopicQueueNums=4",
+    ]);
+    let p = producer(&s.access_url(), "AutoCreated").await;
+    p.send(
+        MessageBuilder::builder()
+            .set_topic("AutoCreated")
+            .set_body(b"x".to_vec())
+            .build()
+            .unwrap(),
+    )
+    .await
+    .expect("send to an auto-created topic");
+    let route = s.mqadmin(&["topicRoute", "-t", "AutoCreated"]);
+    assert!(
+        route.contains("\"readQueueNums\":4"),
+        "created with defaultTopicQueueNums: {route}"
+    );
+}

@@ -232,6 +232,26 @@ impl Cluster {
         Ok(client)
     }
 
+    /// Every registered master of `cluster`.
+    pub async fn masters(&self, cluster: &str) -> Vec<StoreClient> {
+        let start = self.next_namesrv.fetch_add(1, Ordering::Relaxed);
+        for i in 0..self.namesrvs.len() {
+            let (_, client) = &self.namesrvs[(start + i) % self.namesrvs.len()];
+            let mut req = tonic::Request::new(ClusterInfoRequest {});
+            req.set_timeout(Duration::from_secs(3));
+            if let Ok(info) = client.clone().get_cluster_info(req).await {
+                return info
+                    .into_inner()
+                    .brokers
+                    .into_iter()
+                    .filter(|b| b.broker_id == 0 && (cluster.is_empty() || b.cluster == cluster))
+                    .filter_map(|b| self.store(&b.addr).ok())
+                    .collect();
+            }
+        }
+        Vec::new()
+    }
+
     /// Any master of `cluster` (for cluster-wide facts such as group settings).
     pub async fn any_master(&self, cluster: &str) -> Result<StoreClient, ProxyError> {
         let start = self.next_namesrv.fetch_add(1, Ordering::Relaxed);

@@ -12,7 +12,9 @@ use rmq_common::java::string_hash_code;
 use rmq_common::message_type::{MESSAGE_TYPE_ATTRIBUTE, TopicMessageType};
 use rmq_common::time::now_ms;
 use rmq_common::validate;
-use rmq_proto::store::{AckRequest, AppendRequest, ChangeInvisibleRequest, PopRequest};
+use rmq_proto::store::{
+    AckRequest, AppendRequest, ChangeInvisibleRequest, GetTopicRequest, PopRequest,
+};
 use rmq_proto::v2::messaging_service_server::MessagingService;
 use rmq_proto::v2::*;
 use std::pin::Pin;
@@ -155,13 +157,45 @@ impl Messaging {
         out
     }
 
+    /// The route, creating the topic first where the store nodes' `autoCreateTopicEnable` allows.
+    async fn route_or_create(&self, topic: &str) -> Result<Arc<Route>, ProxyError> {
+        match self.cluster.route(topic).await {
+            Err(ProxyError::TopicNotFound(_)) => {}
+            other => return other,
+        }
+        let mut created = false;
+        for store in self.cluster.masters(&self.cfg.rocketmq_cluster_name).await {
+            let req = GetTopicRequest {
+                topic: topic.to_string(),
+                auto_create: true,
+            };
+            if let Ok(r) = store.get_topic(req, STORE_TIMEOUT).await {
+                created |= r.topic.is_some();
+            }
+        }
+        if !created {
+            return Err(ProxyError::TopicNotFound(topic.to_string()));
+        }
+        // Store nodes re-register at once when topics change; wait (bounded) for the route.
+        for _ in 0..30 {
+            self.cluster.invalidate(topic);
+            match self.cluster.route(topic).await {
+                Err(ProxyError::TopicNotFound(_)) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                other => return other,
+            }
+        }
+        Err(ProxyError::TopicNotFound(topic.to_string()))
+    }
+
     async fn query_route_inner(
         &self,
         req: QueryRouteRequest,
     ) -> Result<Vec<MessageQueue>, ProxyError> {
         let topic = req.topic.clone().unwrap_or_default();
         check_topic(&topic.name)?;
-        let route = self.cluster.route(&topic.name).await?;
+        let route = self.route_or_create(&topic.name).await?;
         let endpoints = echo_endpoints(req.endpoints.as_ref(), self.cfg.grpc_server_port);
         let queues = self.queues_for(&topic, &route, &endpoints);
         if queues.is_empty() {
@@ -211,7 +245,7 @@ impl Messaging {
                 now,
             )?);
         }
-        let route = self.cluster.route(&topic).await?;
+        let route = self.route_or_create(&topic).await?;
         let topic_type = TopicMessageType::from_attribute(route.attribute(MESSAGE_TYPE_ATTRIBUTE));
         for m in &req.messages {
             let t = convert::declared_type(m);

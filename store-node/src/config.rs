@@ -157,7 +157,6 @@ pub const ACCEPTED_KEYS: &[&str] = &[
     "metricsExporterType",
     "metricsLabel",
     "aclEnable",
-    "autoCreateTopicEnable",
     "useReentrantLockWhenPutMessage",
     "waitTimeMillsInSendQueue",
     "osPageCacheBusyTimeOutMills",

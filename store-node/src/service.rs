@@ -244,7 +244,16 @@ impl StoreService for StoreGrpc {
         &self,
         req: Request<GetTopicRequest>,
     ) -> std::result::Result<Response<GetTopicResponse>, Status> {
-        let name = req.into_inner().topic;
+        let r = req.into_inner();
+        let name = r.topic;
+        if r.auto_create && self.store.topic(&name).is_none() {
+            if let Err(e) = self.store.auto_create_topic(&name).await {
+                return reply(GetTopicResponse {
+                    result: fail(&e),
+                    topic: None,
+                });
+            }
+        }
         match self.store.topic(&name) {
             Some(t) => reply(GetTopicResponse {
                 result: ok(),

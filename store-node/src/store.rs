@@ -717,6 +717,26 @@ impl Store {
         Ok(())
     }
 
+    /// Creates a missing topic with `defaultTopicQueueNums` queues when `autoCreateTopicEnable`
+    /// is set; otherwise reports it missing.
+    pub async fn auto_create_topic(&self, name: &str) -> Result<()> {
+        if !self.cfg.auto_create_topic_enable {
+            return Err(StoreError::TopicNotFound(name.to_string()));
+        }
+        rmq_common::validate::check_topic(name).map_err(StoreError::BadRequest)?;
+        let n = self.cfg.default_topic_queue_nums;
+        tracing::info!(topic = name, queues = n, "auto-creating topic");
+        self.upsert_topic(TopicCfg {
+            name: name.to_string(),
+            read_queue_nums: n,
+            write_queue_nums: n,
+            perm: 6,
+            attributes: Default::default(),
+            order: false,
+        })
+        .await
+    }
+
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         let end = {
             let mut meta = self.meta.lock();
