@@ -48,7 +48,7 @@ pub async fn run(
     let r = tonic::transport::Server::builder()
         .add_service(svc)
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             async move {
                 let _ = sd.wait_for(|v| *v).await;
             },

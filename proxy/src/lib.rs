@@ -61,7 +61,7 @@ pub async fn run(
         .tcp_nodelay(true)
         .add_service(server)
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             async move {
                 let _ = sd.wait_for(|v| *v).await;
             },

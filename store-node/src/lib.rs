@@ -72,7 +72,7 @@ pub async fn run(
     let result = tonic::transport::Server::builder()
         .add_service(grpc_service(store.clone()))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             async move {
                 let _ = sd.wait_for(|v| *v).await;
             },

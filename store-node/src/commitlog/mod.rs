@@ -260,24 +260,8 @@ impl CommitLog {
     }
 }
 
-/// Zeroes `[pos, end)` of a segment (skipping chunks that are already zero) and syncs it.
+/// Durably zeroes everything after `pos` in a segment, so a stale tail can never be read as
+/// records after the next crash.
 fn zero_tail(seg: &Segment, pos: usize) -> io::Result<()> {
-    const CHUNK: usize = 64 * 1024;
-    let mut at = pos;
-    let mut dirty_from: Option<usize> = None;
-    let mut dirty_to = pos;
-    while at < seg.size {
-        let len = CHUNK.min(seg.size - at);
-        if seg.slice(at, len).iter().any(|b| *b != 0) {
-            // SAFETY: recovery runs before the log is shared; nobody reads this region.
-            unsafe { seg.slice_mut(at, len) }.fill(0);
-            dirty_from.get_or_insert(at);
-            dirty_to = at + len;
-        }
-        at += len;
-    }
-    if let Some(from) = dirty_from {
-        seg.flush_range(from, dirty_to - from)?;
-    }
-    Ok(())
+    seg.zero_from(pos)
 }
