@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "apache/rocketmq/v2/admin.proto",
         "rmq/internal/store.proto",
         "rmq/internal/namesrv.proto",
+        "rmq/internal/replication.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
@@ -16,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".apache.rocketmq.v2.Message.body")
         .bytes(".rmq.store.v1.StoreMessage.body")
         .bytes(".rmq.store.v1.PoppedMessage.record")
+        .bytes(".rmq.replication.v1.Data.bytes")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -22,23 +22,34 @@ pub async fn channel(port: u16) -> Result<MessagingServiceClient<Channel>, Strin
         .connect()
         .await
         .map_err(|e| e.to_string())?;
-    Ok(MessagingServiceClient::new(ch).max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20))
+    Ok(MessagingServiceClient::new(ch)
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20))
 }
 
 pub fn req<T>(t: T) -> Request<T> {
     let mut r = Request::new(t);
-    r.metadata_mut().insert("x-mq-client-id", "rmq-bench".parse().expect("ascii"));
-    r.metadata_mut().insert("x-mq-language", "PYTHON".parse().expect("ascii"));
-    r.metadata_mut().insert("x-mq-client-version", "5.1.2".parse().expect("ascii"));
+    r.metadata_mut()
+        .insert("x-mq-client-id", "rmq-bench".parse().expect("ascii"));
+    r.metadata_mut()
+        .insert("x-mq-language", "PYTHON".parse().expect("ascii"));
+    r.metadata_mut()
+        .insert("x-mq-client-version", "5.1.2".parse().expect("ascii"));
     r
 }
 
 pub fn resource(name: &str) -> Option<Resource> {
-    Some(Resource { resource_namespace: String::new(), name: name.into() })
+    Some(Resource {
+        resource_namespace: String::new(),
+        name: name.into(),
+    })
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 pub fn message(topic: &str, body: bytes::Bytes) -> Message {
@@ -49,7 +60,10 @@ pub fn message(topic: &str, body: bytes::Bytes) -> Message {
         system_properties: Some(SystemProperties {
             message_id: format!("01BENCH{seq:024X}"),
             message_type: MessageType::Normal as i32,
-            born_timestamp: Some(prost_types::Timestamp { seconds: now_ms() / 1000, nanos: 0 }),
+            born_timestamp: Some(prost_types::Timestamp {
+                seconds: now_ms() / 1000,
+                nanos: 0,
+            }),
             born_host: "127.0.0.1".into(),
             body_encoding: Encoding::Identity as i32,
             ..Default::default()
@@ -59,9 +73,18 @@ pub fn message(topic: &str, body: bytes::Bytes) -> Message {
 }
 
 /// Sends `n` messages in one SendMessage; Ok when every entry is OK.
-pub async fn send(c: &mut MessagingServiceClient<Channel>, topic: &str, body: &bytes::Bytes, n: usize) -> Result<(), String> {
+pub async fn send(
+    c: &mut MessagingServiceClient<Channel>,
+    topic: &str,
+    body: &bytes::Bytes,
+    n: usize,
+) -> Result<(), String> {
     let msgs = (0..n).map(|_| message(topic, body.clone())).collect();
-    let r = c.send_message(req(SendMessageRequest { messages: msgs })).await.map_err(|e| e.to_string())?.into_inner();
+    let r = c
+        .send_message(req(SendMessageRequest { messages: msgs }))
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
     let code = r.status.map(|s| s.code).unwrap_or(0);
     if code != Code::Ok as i32 || r.entries.len() != n {
         return Err(format!("send status {code}"));
@@ -70,20 +93,46 @@ pub async fn send(c: &mut MessagingServiceClient<Channel>, topic: &str, body: &b
 }
 
 /// One long-polling receive of up to 32 messages, then one batched ack. Returns the bodies.
-pub async fn receive_and_ack(c: &mut MessagingServiceClient<Channel>, topic: &str, group: &str, poll_ms: i64) -> Result<Vec<bytes::Bytes>, String> {
+pub async fn receive_and_ack(
+    c: &mut MessagingServiceClient<Channel>,
+    topic: &str,
+    group: &str,
+    poll_ms: i64,
+) -> Result<Vec<bytes::Bytes>, String> {
     let rq = ReceiveMessageRequest {
         group: resource(group),
-        message_queue: Some(MessageQueue { topic: resource(topic), id: -1, broker: Some(Broker { name: String::new(), ..Default::default() }), ..Default::default() }),
-        filter_expression: Some(FilterExpression { r#type: FilterType::Tag as i32, expression: "*".into() }),
+        message_queue: Some(MessageQueue {
+            topic: resource(topic),
+            id: -1,
+            broker: Some(Broker {
+                name: String::new(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        filter_expression: Some(FilterExpression {
+            r#type: FilterType::Tag as i32,
+            expression: "*".into(),
+        }),
         batch_size: 32,
-        invisible_duration: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
+        invisible_duration: Some(prost_types::Duration {
+            seconds: 60,
+            nanos: 0,
+        }),
         auto_renew: false,
-        long_polling_timeout: Some(prost_types::Duration { seconds: poll_ms / 1000, nanos: ((poll_ms % 1000) * 1_000_000) as i32 }),
+        long_polling_timeout: Some(prost_types::Duration {
+            seconds: poll_ms / 1000,
+            nanos: ((poll_ms % 1000) * 1_000_000) as i32,
+        }),
         attempt_id: None,
     };
     let mut r = req(rq);
     r.set_timeout(std::time::Duration::from_millis(poll_ms as u64 + 3000));
-    let mut stream = c.receive_message(r).await.map_err(|e| e.to_string())?.into_inner();
+    let mut stream = c
+        .receive_message(r)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
     let mut msgs = Vec::new();
     let mut status = 0;
     while let Some(item) = stream.message().await.map_err(|e| e.to_string())? {
@@ -105,13 +154,19 @@ pub async fn receive_and_ack(c: &mut MessagingServiceClient<Channel>, topic: &st
             let sp = m.system_properties.as_ref();
             AckMessageEntry {
                 message_id: sp.map(|s| s.message_id.clone()).unwrap_or_default(),
-                receipt_handle: sp.and_then(|s| s.receipt_handle.clone()).unwrap_or_default(),
+                receipt_handle: sp
+                    .and_then(|s| s.receipt_handle.clone())
+                    .unwrap_or_default(),
                 lite_topic: None,
             }
         })
         .collect();
     let a = c
-        .ack_message(req(AckMessageRequest { group: resource(group), topic: resource(topic), entries }))
+        .ack_message(req(AckMessageRequest {
+            group: resource(group),
+            topic: resource(topic),
+            entries,
+        }))
         .await
         .map_err(|e| e.to_string())?
         .into_inner();
@@ -132,7 +187,9 @@ pub struct Nats {
 
 impl Nats {
     pub async fn connect(port: u16) -> Result<Self, String> {
-        let s = TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
+        let s = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| e.to_string())?;
         s.set_nodelay(true).map_err(|e| e.to_string())?;
         let (r, w) = s.into_split();
         let mut rd = BufReader::new(r);
@@ -142,9 +199,20 @@ impl Nats {
             return Err(format!("unexpected NATS greeting {line:?}"));
         }
         let inbox = format!("_INBOX.b{}", SEQ.fetch_add(1, Ordering::Relaxed));
-        let mut me = Self { rd, wr: w, inbox, n: 0 };
-        let hello = format!("CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":false}}\r\nSUB {}.* 1\r\n", me.inbox);
-        me.wr.write_all(hello.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut me = Self {
+            rd,
+            wr: w,
+            inbox,
+            n: 0,
+        };
+        let hello = format!(
+            "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":false}}\r\nSUB {}.* 1\r\n",
+            me.inbox
+        );
+        me.wr
+            .write_all(hello.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(me)
     }
 
@@ -159,11 +227,20 @@ impl Nats {
         self.wr.write_all(&buf).await.map_err(|e| e.to_string())?;
         loop {
             let mut line = String::new();
-            if self.rd.read_line(&mut line).await.map_err(|e| e.to_string())? == 0 {
+            if self
+                .rd
+                .read_line(&mut line)
+                .await
+                .map_err(|e| e.to_string())?
+                == 0
+            {
                 return Err("NATS connection closed".into());
             }
             if line.starts_with("PING") {
-                self.wr.write_all(b"PONG\r\n").await.map_err(|e| e.to_string())?;
+                self.wr
+                    .write_all(b"PONG\r\n")
+                    .await
+                    .map_err(|e| e.to_string())?;
                 continue;
             }
             if line.starts_with("-ERR") {
@@ -171,9 +248,15 @@ impl Nats {
             }
             if let Some(rest) = line.strip_prefix("MSG ") {
                 let parts: Vec<&str> = rest.split_whitespace().collect();
-                let len: usize = parts.last().and_then(|l| l.parse().ok()).ok_or("bad MSG line")?;
+                let len: usize = parts
+                    .last()
+                    .and_then(|l| l.parse().ok())
+                    .ok_or("bad MSG line")?;
                 let mut body = vec![0u8; len + 2];
-                self.rd.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+                self.rd
+                    .read_exact(&mut body)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 if parts.first() == Some(&reply.as_str()) {
                     let text = String::from_utf8_lossy(&body[..len]).to_string();
                     if text.contains("\"error\"") {
@@ -187,7 +270,9 @@ impl Nats {
 
     pub async fn create_stream(&mut self) -> Result<(), String> {
         let cfg = br#"{"name":"BENCH","subjects":["bench.>"],"storage":"file","num_replicas":1,"retention":"limits","discard":"old"}"#;
-        self.request("$JS.API.STREAM.CREATE.BENCH", cfg).await.map(|_| ())
+        self.request("$JS.API.STREAM.CREATE.BENCH", cfg)
+            .await
+            .map(|_| ())
     }
 }
 
@@ -197,34 +282,66 @@ pub struct Echo;
 type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, GStatus>> + Send>>;
 
 fn ok() -> Option<Status> {
-    Some(Status { code: Code::Ok as i32, message: "OK".into() })
+    Some(Status {
+        code: Code::Ok as i32,
+        message: "OK".into(),
+    })
 }
 
 #[tonic::async_trait]
 impl MessagingService for Echo {
-    async fn send_message(&self, r: Request<SendMessageRequest>) -> Result<Response<SendMessageResponse>, GStatus> {
+    async fn send_message(
+        &self,
+        r: Request<SendMessageRequest>,
+    ) -> Result<Response<SendMessageResponse>, GStatus> {
         let r = r.into_inner();
         let entries = r
             .messages
             .iter()
-            .map(|m| SendResultEntry { status: ok(), message_id: m.system_properties.as_ref().map(|s| s.message_id.clone()).unwrap_or_default(), ..Default::default() })
+            .map(|m| SendResultEntry {
+                status: ok(),
+                message_id: m
+                    .system_properties
+                    .as_ref()
+                    .map(|s| s.message_id.clone())
+                    .unwrap_or_default(),
+                ..Default::default()
+            })
             .collect();
-        Ok(Response::new(SendMessageResponse { status: ok(), entries }))
+        Ok(Response::new(SendMessageResponse {
+            status: ok(),
+            entries,
+        }))
     }
-    async fn query_route(&self, _: Request<QueryRouteRequest>) -> Result<Response<QueryRouteResponse>, GStatus> {
+    async fn query_route(
+        &self,
+        _: Request<QueryRouteRequest>,
+    ) -> Result<Response<QueryRouteResponse>, GStatus> {
         Err(GStatus::unimplemented("echo"))
     }
-    async fn heartbeat(&self, _: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, GStatus> {
+    async fn heartbeat(
+        &self,
+        _: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, GStatus> {
         Err(GStatus::unimplemented("echo"))
     }
-    async fn query_assignment(&self, _: Request<QueryAssignmentRequest>) -> Result<Response<QueryAssignmentResponse>, GStatus> {
+    async fn query_assignment(
+        &self,
+        _: Request<QueryAssignmentRequest>,
+    ) -> Result<Response<QueryAssignmentResponse>, GStatus> {
         Err(GStatus::unimplemented("echo"))
     }
     type ReceiveMessageStream = Stream<ReceiveMessageResponse>;
-    async fn receive_message(&self, _: Request<ReceiveMessageRequest>) -> Result<Response<Self::ReceiveMessageStream>, GStatus> {
+    async fn receive_message(
+        &self,
+        _: Request<ReceiveMessageRequest>,
+    ) -> Result<Response<Self::ReceiveMessageStream>, GStatus> {
         Err(GStatus::unimplemented("echo"))
     }
-    async fn ack_message(&self, _: Request<AckMessageRequest>) -> Result<Response<AckMessageResponse>, GStatus> {
+    async fn ack_message(
+        &self,
+        _: Request<AckMessageRequest>,
+    ) -> Result<Response<AckMessageResponse>, GStatus> {
         Err(GStatus::unimplemented("echo"))
     }
     async fn forward_message_to_dead_letter_queue(
@@ -234,23 +351,41 @@ impl MessagingService for Echo {
         Err(GStatus::unimplemented("echo"))
     }
     type PullMessageStream = Stream<PullMessageResponse>;
-    async fn pull_message(&self, _: Request<PullMessageRequest>) -> Result<Response<Self::PullMessageStream>, GStatus> {
+    async fn pull_message(
+        &self,
+        _: Request<PullMessageRequest>,
+    ) -> Result<Response<Self::PullMessageStream>, GStatus> {
         Err(GStatus::unimplemented("echo"))
     }
-    async fn update_offset(&self, _: Request<UpdateOffsetRequest>) -> Result<Response<UpdateOffsetResponse>, GStatus> {
+    async fn update_offset(
+        &self,
+        _: Request<UpdateOffsetRequest>,
+    ) -> Result<Response<UpdateOffsetResponse>, GStatus> {
         Err(GStatus::unimplemented("echo"))
     }
-    async fn get_offset(&self, _: Request<GetOffsetRequest>) -> Result<Response<GetOffsetResponse>, GStatus> {
+    async fn get_offset(
+        &self,
+        _: Request<GetOffsetRequest>,
+    ) -> Result<Response<GetOffsetResponse>, GStatus> {
         Err(GStatus::unimplemented("echo"))
     }
-    async fn query_offset(&self, _: Request<QueryOffsetRequest>) -> Result<Response<QueryOffsetResponse>, GStatus> {
+    async fn query_offset(
+        &self,
+        _: Request<QueryOffsetRequest>,
+    ) -> Result<Response<QueryOffsetResponse>, GStatus> {
         Err(GStatus::unimplemented("echo"))
     }
-    async fn end_transaction(&self, _: Request<EndTransactionRequest>) -> Result<Response<EndTransactionResponse>, GStatus> {
+    async fn end_transaction(
+        &self,
+        _: Request<EndTransactionRequest>,
+    ) -> Result<Response<EndTransactionResponse>, GStatus> {
         Err(GStatus::unimplemented("echo"))
     }
     type TelemetryStream = Stream<TelemetryCommand>;
-    async fn telemetry(&self, _: Request<tonic::Streaming<TelemetryCommand>>) -> Result<Response<Self::TelemetryStream>, GStatus> {
+    async fn telemetry(
+        &self,
+        _: Request<tonic::Streaming<TelemetryCommand>>,
+    ) -> Result<Response<Self::TelemetryStream>, GStatus> {
         Err(GStatus::unimplemented("echo"))
     }
     async fn notify_client_termination(
@@ -265,7 +400,10 @@ impl MessagingService for Echo {
     ) -> Result<Response<ChangeInvisibleDurationResponse>, GStatus> {
         Err(GStatus::unimplemented("echo"))
     }
-    async fn recall_message(&self, _: Request<RecallMessageRequest>) -> Result<Response<RecallMessageResponse>, GStatus> {
+    async fn recall_message(
+        &self,
+        _: Request<RecallMessageRequest>,
+    ) -> Result<Response<RecallMessageResponse>, GStatus> {
         Err(GStatus::unimplemented("echo"))
     }
     async fn sync_lite_subscription(
@@ -277,15 +415,22 @@ impl MessagingService for Echo {
 }
 
 pub async fn serve_echo(port: u16) -> Result<(), String> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(MessagingServiceServer::new(Echo).max_decoding_message_size(256 << 20))
-        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)))
+        .serve_with_incoming(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+        )
         .await
         .map_err(|e| e.to_string())
 }
 
 pub fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }

@@ -54,7 +54,9 @@ enum Cmd {
     /// A few seconds per path; fails on any error or lost message.
     Smoke,
     /// Internal: the no-op gRPC server used as the protocol ceiling.
-    EchoServer { port: u16 },
+    EchoServer {
+        port: u16,
+    },
 }
 
 const BASE: u16 = 31000;
@@ -87,7 +89,15 @@ impl Bench {
         Duration::from_secs_f64(self.cli.secs)
     }
 
-    fn record(&mut self, workload: &str, params: &str, sys: &System, rep: usize, run: &Run, cpu_before: u64) {
+    fn record(
+        &mut self,
+        workload: &str,
+        params: &str,
+        sys: &System,
+        rep: usize,
+        run: &Run,
+        cpu_before: u64,
+    ) {
         let cpu = sys.cpu_us().saturating_sub(cpu_before);
         let secs = run.elapsed.as_secs_f64().max(1e-9);
         let (p50, p90, p99, p999, max) = Row::from_hist(&run.hist);
@@ -108,7 +118,11 @@ impl Bench {
             p99_us: p99,
             p999_us: p999,
             max_us: max,
-            server_cpu_us_per_msg: if run.msgs > 0 { cpu as f64 / run.msgs as f64 } else { 0.0 },
+            server_cpu_us_per_msg: if run.msgs > 0 {
+                cpu as f64 / run.msgs as f64
+            } else {
+                0.0
+            },
             server_rss_mb: sys.rss_mb(),
             fsync_probe_p99_us: self.probe_before,
             extra: run.extra.clone(),
@@ -120,7 +134,11 @@ impl Bench {
         if let Some(dir) = self.cli.out.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&self.cli.out) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.cli.out)
+        {
             use std::io::Write;
             let _ = writeln!(f, "{line}");
         }
@@ -128,7 +146,14 @@ impl Bench {
     }
 
     /// Runs a closed-loop send workload on each system, interleaved across repetitions.
-    async fn closed(&mut self, workload: &str, systems: &[Sys], senders: usize, batch: usize, size: usize) {
+    async fn closed(
+        &mut self,
+        workload: &str,
+        systems: &[Sys],
+        senders: usize,
+        batch: usize,
+        size: usize,
+    ) {
         let params = format!("senders={senders} batch={batch} size={size}");
         for rep in 0..=self.cli.reps {
             for &s in systems {
@@ -149,9 +174,16 @@ impl Bench {
                         }
                         Target::Nats { port: sys.port }
                     }
-                    _ => Target::V2 { port: sys.port, batch },
+                    _ => Target::V2 {
+                        port: sys.port,
+                        batch,
+                    },
                 };
-                let dur = if rep == 0 { self.dur().mul_f64(0.3) } else { self.dur() };
+                let dur = if rep == 0 {
+                    self.dur().mul_f64(0.3)
+                } else {
+                    self.dur()
+                };
                 let cpu0 = sys.cpu_us();
                 let run = workloads::closed_loop(target, senders, size, dur).await;
                 if rep > 0 {
@@ -161,19 +193,35 @@ impl Bench {
         }
     }
 
-    fn median_of(&self, workload: &str, params: &str, system: &str, f: impl Fn(&Row) -> f64) -> Option<f64> {
-        let v: Vec<f64> = self.rows.iter().filter(|r| r.workload == workload && r.params == params && r.system == system).map(f).collect();
+    fn median_of(
+        &self,
+        workload: &str,
+        params: &str,
+        system: &str,
+        f: impl Fn(&Row) -> f64,
+    ) -> Option<f64> {
+        let v: Vec<f64> = self
+            .rows
+            .iter()
+            .filter(|r| r.workload == workload && r.params == params && r.system == system)
+            .map(f)
+            .collect();
         (!v.is_empty()).then(|| measure::median(v))
     }
 
     async fn w1(&mut self) {
-        let nats = if self.cli.no_nats { vec![] } else { vec![Sys::Nats(Flush::Async)] };
+        let nats = if self.cli.no_nats {
+            vec![]
+        } else {
+            vec![Sys::Nats(Flush::Async)]
+        };
         for n in [1usize, 8, 64] {
             let mut systems = vec![Sys::Echo, Sys::Ours(Flush::Async)];
             systems.extend(nats.iter().copied());
             self.closed("W1", &systems, n, 1, 1024).await;
         }
-        self.closed("W1", &[Sys::Echo, Sys::Ours(Flush::Async)], 8, 16, 1024).await;
+        self.closed("W1", &[Sys::Echo, Sys::Ours(Flush::Async)], 8, 16, 1024)
+            .await;
     }
 
     async fn w2(&mut self) {
@@ -187,36 +235,66 @@ impl Bench {
     }
 
     fn max_rate(&self) -> f64 {
-        self.median_of("W1", "senders=64 batch=1 size=1024", "ours", |r| r.msg_per_s).unwrap_or(10_000.0)
+        self.median_of("W1", "senders=64 batch=1 size=1024", "ours", |r| {
+            r.msg_per_s
+        })
+        .unwrap_or(10_000.0)
     }
 
     async fn w3(&mut self) {
         let rate = (self.max_rate() * 0.5).max(100.0);
         for rep in 1..=self.cli.reps {
-            let Ok(sys) = self.start(Sys::Ours(Flush::Async)) else { return };
+            let Ok(sys) = self.start(Sys::Ours(Flush::Async)) else {
+                return;
+            };
             let cpu0 = sys.cpu_us();
             let run = workloads::open_loop(sys.port, rate, 1024, self.dur().mul_f64(2.0)).await;
-            self.record("W3", &format!("open-loop rate={rate:.0}/s (50% of W1 max)"), &sys, rep, &run, cpu0);
+            self.record(
+                "W3",
+                &format!("open-loop rate={rate:.0}/s (50% of W1 max)"),
+                &sys,
+                rep,
+                &run,
+                cpu0,
+            );
         }
     }
 
     async fn w4(&mut self) {
         for rep in 1..=self.cli.reps {
-            let Ok(sys) = self.start(Sys::Ours(Flush::Async)) else { return };
+            let Ok(sys) = self.start(Sys::Ours(Flush::Async)) else {
+                return;
+            };
             let cpu0 = sys.cpu_us();
             let run = workloads::end_to_end(sys.port, 2000.0, self.dur(), 1, "W4Group").await;
-            self.record("W4", "rate=2000/s, 1 consumer, long poll, batch 32", &sys, rep, &run, cpu0);
+            self.record(
+                "W4",
+                "rate=2000/s, 1 consumer, long poll, batch 32",
+                &sys,
+                rep,
+                &run,
+                cpu0,
+            );
         }
     }
 
     async fn w5(&mut self) {
         let rate = self.max_rate() * 0.8;
         for rep in 1..=self.cli.reps {
-            let Ok(sys) = self.start(Sys::Ours(Flush::Async)) else { return };
+            let Ok(sys) = self.start(Sys::Ours(Flush::Async)) else {
+                return;
+            };
             let cpu0 = sys.cpu_us();
             let mut run = workloads::end_to_end(sys.port, rate, self.dur(), 2, "W5Group").await;
             run.extra = format!("produce rate {rate:.0}/s; lag at end = lost");
-            self.record("W5", &format!("rate={rate:.0}/s (80% of W1 max), 2 consumers"), &sys, rep, &run, cpu0);
+            self.record(
+                "W5",
+                &format!("rate={rate:.0}/s (80% of W1 max), 2 consumers"),
+                &sys,
+                rep,
+                &run,
+                cpu0,
+            );
         }
     }
 
@@ -238,16 +316,37 @@ impl Bench {
             }
             let data = sys.dir.clone();
             drop(sys);
-            let Ok(sys) = systems::ours_standalone(&self.cli.scratch, BASE, Flush::Async, Some(&data)) else { return };
+            let Ok(sys) =
+                systems::ours_standalone(&self.cli.scratch, BASE, Flush::Async, Some(&data))
+            else {
+                return;
+            };
             let cpu0 = sys.cpu_us();
-            let run = workloads::drain(sys.port, "W6Group", count, 4, Duration::from_secs(300)).await;
-            self.record("W6", &format!("backlog={count} x 1KiB after restart, 4 consumers, receive 32 + batched ack"), &sys, rep, &run, cpu0);
+            let run =
+                workloads::drain(sys.port, "W6Group", count, 4, Duration::from_secs(300)).await;
+            self.record(
+                "W6",
+                &format!(
+                    "backlog={count} x 1KiB after restart, 4 consumers, receive 32 + batched ack"
+                ),
+                &sys,
+                rep,
+                &run,
+                cpu0,
+            );
         }
     }
 
     async fn w8(&mut self) {
         for n in [1usize, 64] {
-            self.closed("W8", &[Sys::Ours(Flush::Async), Sys::Split(Flush::Async)], n, 1, 1024).await;
+            self.closed(
+                "W8",
+                &[Sys::Ours(Flush::Async), Sys::Split(Flush::Async)],
+                n,
+                1,
+                1024,
+            )
+            .await;
         }
     }
 
@@ -258,10 +357,23 @@ impl Bench {
             let _ = std::fs::create_dir_all(&dir);
             let t0 = Instant::now();
             let args: Vec<String> = [
-                "standalone", "--bind", "127.0.0.1", "--data-dir", &dir.join("data").display().to_string(),
-                "--namesrv-port", &BASE.to_string(), "--proxy-port", &(BASE + 3).to_string(),
-                "--metrics-port", &(BASE + 4).to_string(), "--set", &format!("listenPort={}", BASE + 1),
-                "--set", "brokerIP1=127.0.0.1", "--set", "autoCreateTopicEnable=true",
+                "standalone",
+                "--bind",
+                "127.0.0.1",
+                "--data-dir",
+                &dir.join("data").display().to_string(),
+                "--namesrv-port",
+                &BASE.to_string(),
+                "--proxy-port",
+                &(BASE + 3).to_string(),
+                "--metrics-port",
+                &(BASE + 4).to_string(),
+                "--set",
+                &format!("listenPort={}", BASE + 1),
+                "--set",
+                "brokerIP1=127.0.0.1",
+                "--set",
+                "autoCreateTopicEnable=true",
             ]
             .iter()
             .map(|s| s.to_string())
@@ -274,13 +386,23 @@ impl Bench {
             else {
                 return;
             };
-            let sys = System { name: "ours".into(), procs: vec![systems::Proc(child)], port: BASE + 3, namesrv_port: BASE, contract: systems::contract(Flush::Async), dir };
+            let sys = System {
+                name: "ours".into(),
+                procs: vec![systems::Proc(child)],
+                port: BASE + 3,
+                namesrv_port: BASE,
+                contract: systems::contract(Flush::Async),
+                dir,
+            };
             let mut run = Run::default();
             let deadline = Instant::now() + Duration::from_secs(20);
             let payload = bytes::Bytes::from_static(b"first");
             while Instant::now() < deadline {
                 if let Ok(mut c) = drivers::channel(sys.port).await {
-                    if drivers::send(&mut c, systems::TOPIC, &payload, 1).await.is_ok() {
+                    if drivers::send(&mut c, systems::TOPIC, &payload, 1)
+                        .await
+                        .is_ok()
+                    {
                         run.msgs = 1;
                         break;
                     }
@@ -292,7 +414,14 @@ impl Bench {
             run.errors = u64::from(run.msgs == 0);
             run.elapsed = e;
             run.extra = format!("exec to first acknowledged send: {} ms", e.as_millis());
-            self.record("W9", "exec -> first acked send (auto-created topic)", &sys, rep, &run, 0);
+            self.record(
+                "W9",
+                "exec -> first acked send (auto-created topic)",
+                &sys,
+                rep,
+                &run,
+                0,
+            );
         }
     }
 
@@ -310,7 +439,10 @@ impl Bench {
     fn summary(&self) -> String {
         let mut groups: BTreeMap<(String, String, String), Vec<&Row>> = BTreeMap::new();
         for r in &self.rows {
-            groups.entry((r.workload.clone(), r.params.clone(), r.system.clone())).or_default().push(r);
+            groups
+                .entry((r.workload.clone(), r.params.clone(), r.system.clone()))
+                .or_default()
+                .push(r);
         }
         let mut s = String::from(
             "| workload | params | system | msg/s | MB/s | p50 µs | p99 µs | p999 µs | CPU µs/msg | RSS MiB | errors | lost | contract |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
@@ -341,27 +473,46 @@ impl Bench {
         let mut out = String::from("| target | measured | met |\n|---|---|---|\n");
         let mut line = |name: &str, measured: Option<(f64, String)>, ok: &dyn Fn(f64) -> bool| {
             match measured {
-                Some((v, text)) => out.push_str(&format!("| {name} | {text} | {} |\n", if ok(v) { "yes" } else { "**no**" })),
+                Some((v, text)) => out.push_str(&format!(
+                    "| {name} | {text} | {} |\n",
+                    if ok(v) { "yes" } else { "**no**" }
+                )),
                 None => out.push_str(&format!("| {name} | not measured | – |\n")),
             }
         };
         let p64 = "senders=64 batch=1 size=1024";
         let p1 = "senders=1 batch=1 size=1024";
         let ours64 = g("W1", p64, "ours", rate);
-        let r = ours64.zip(g("W1", p64, "grpc-echo", rate)).map(|(a, b)| (a / b, format!("{a:.0} / {b:.0} msg/s = {:.2}×", a / b)));
+        let r = ours64
+            .zip(g("W1", p64, "grpc-echo", rate))
+            .map(|(a, b)| (a / b, format!("{a:.0} / {b:.0} msg/s = {:.2}×", a / b)));
         line("W1 N=64 ≥ 0.6× grpc-echo", r, &|v| v >= 0.6);
-        let r = ours64.zip(g("W1", p64, "nats-lazy", rate)).map(|(a, b)| (a / b, format!("{a:.0} / {b:.0} msg/s = {:.2}×", a / b)));
+        let r = ours64
+            .zip(g("W1", p64, "nats-lazy", rate))
+            .map(|(a, b)| (a / b, format!("{a:.0} / {b:.0} msg/s = {:.2}×", a / b)));
         line("W1 N=64 ≥ 0.5× NATS lazy", r, &|v| v >= 0.5);
-        let r = g("W1", p1, "ours", p50).zip(g("W1", p1, "grpc-echo", p50)).map(|(a, b)| (a / b, format!("{a:.0} / {b:.0} µs = {:.2}×", a / b)));
+        let r = g("W1", p1, "ours", p50)
+            .zip(g("W1", p1, "grpc-echo", p50))
+            .map(|(a, b)| (a / b, format!("{a:.0} / {b:.0} µs = {:.2}×", a / b)));
         line("W1 N=1 p50 ≤ 1.5× grpc-echo", r, &|v| v <= 1.5);
-        let r = g("W1", "senders=8 batch=16 size=1024", "ours", |r| r.mb_per_s).map(|v| (v, format!("{v:.0} MB/s")));
+        let r = g("W1", "senders=8 batch=16 size=1024", "ours", |r| r.mb_per_s)
+            .map(|v| (v, format!("{v:.0} MB/s")));
         line("W1 batch 16, N=8 ≥ 250 MB/s", r, &|v| v >= 250.0);
         let s64 = g("W2", p64, "ours", rate);
-        let r = s64.zip(g("W2", p64, "nats-always", rate)).map(|(a, b)| (a / b, format!("{a:.0} / {b:.0} msg/s = {:.1}×", a / b)));
+        let r = s64
+            .zip(g("W2", p64, "nats-always", rate))
+            .map(|(a, b)| (a / b, format!("{a:.0} / {b:.0} msg/s = {:.1}×", a / b)));
         line("W2 N=64 ≥ 5× NATS always", r, &|v| v >= 5.0);
-        let r = s64.zip(ours64).map(|(a, b)| (a / b, format!("{a:.0} / {b:.0} msg/s = {:.2}×", a / b)));
+        let r = s64
+            .zip(ours64)
+            .map(|(a, b)| (a / b, format!("{a:.0} / {b:.0} msg/s = {:.2}×", a / b)));
         line("W2 N=64 ≥ 0.8× our W1", r, &|v| v >= 0.8);
-        let w3 = self.rows.iter().find(|r| r.workload == "W3").map(|r| r.params.clone()).unwrap_or_default();
+        let w3 = self
+            .rows
+            .iter()
+            .find(|r| r.workload == "W3")
+            .map(|r| r.params.clone())
+            .unwrap_or_default();
         let r = g("W3", &w3, "ours", |r| r.p99_us as f64).map(|v| (v, format!("p99 {v:.0} µs")));
         line("W3 at 50%: p99 ≤ 2 ms", r, &|v| v <= 2000.0);
         let r = g("W3", &w3, "ours", |r| r.p999_us as f64).map(|v| (v, format!("p999 {v:.0} µs")));
@@ -371,18 +522,42 @@ impl Bench {
         line("W4 e2e p50 ≤ 1 ms", r, &|v| v <= 1000.0);
         let r = g("W4", w4, "ours", |r| r.p99_us as f64).map(|v| (v, format!("p99 {v:.0} µs")));
         line("W4 e2e p99 ≤ 5 ms", r, &|v| v <= 5000.0);
-        let w6 = self.rows.iter().find(|r| r.workload == "W6").map(|r| r.params.clone()).unwrap_or_default();
+        let w6 = self
+            .rows
+            .iter()
+            .find(|r| r.workload == "W6")
+            .map(|r| r.params.clone())
+            .unwrap_or_default();
         let r = g("W6", &w6, "ours", |r| r.mb_per_s).map(|v| (v, format!("{v:.0} MB/s")));
         line("W6 backlog catch-up ≥ 200 MB/s", r, &|v| v >= 200.0);
-        let r = g("W8", p1, "ours-split", p50).zip(g("W8", p1, "ours", p50)).map(|(a, b)| (a - b, format!("{a:.0} − {b:.0} = {:.0} µs", a - b)));
+        let r = g("W8", p1, "ours-split", p50)
+            .zip(g("W8", p1, "ours", p50))
+            .map(|(a, b)| (a - b, format!("{a:.0} − {b:.0} = {:.0} µs", a - b)));
         line("W8 proxy hop adds ≤ 100 µs p50", r, &|v| v <= 100.0);
-        let r = g("W8", p64, "ours-split", rate).zip(g("W8", p64, "ours", rate)).map(|(a, b)| (a / b, format!("{a:.0} / {b:.0} msg/s = {:.2}×", a / b)));
+        let r = g("W8", p64, "ours-split", rate)
+            .zip(g("W8", p64, "ours", rate))
+            .map(|(a, b)| (a / b, format!("{a:.0} / {b:.0} msg/s = {:.2}×", a / b)));
         line("W8 split keeps ≥ 0.7× standalone", r, &|v| v >= 0.7);
-        let r = g("W1", p64, "ours", |r| r.server_cpu_us_per_msg).map(|v| (v, format!("{v:.1} µs/msg")));
-        line("send path ≤ 15 µs server CPU per message", r, &|v| v <= 15.0);
-        let r = g("W9", "exec -> first acked send (auto-created topic)", "ours", |r| r.server_rss_mb).map(|v| (v, format!("{v:.0} MiB just after start")));
+        let r = g("W1", p64, "ours", |r| r.server_cpu_us_per_msg)
+            .map(|v| (v, format!("{v:.1} µs/msg")));
+        line("send path ≤ 15 µs server CPU per message", r, &|v| {
+            v <= 15.0
+        });
+        let r = g(
+            "W9",
+            "exec -> first acked send (auto-created topic)",
+            "ours",
+            |r| r.server_rss_mb,
+        )
+        .map(|v| (v, format!("{v:.0} MiB just after start")));
         line("idle RSS ≤ 256 MiB", r, &|v| v <= 256.0);
-        let r = g("W9", "exec -> first acked send (auto-created topic)", "ours", |r| r.secs).map(|v| (v, format!("{:.0} ms", v * 1000.0)));
+        let r = g(
+            "W9",
+            "exec -> first acked send (auto-created topic)",
+            "ours",
+            |r| r.secs,
+        )
+        .map(|v| (v, format!("{:.0} ms", v * 1000.0)));
         line("W9 < 1 s exec → first acked send", r, &|v| v < 1.0);
         out
     }
@@ -391,7 +566,10 @@ impl Bench {
 fn main() {
     let cli = Cli::parse_from(std::env::args());
     if let Cmd::EchoServer { port } = cli.cmd {
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         if let Err(e) = rt.block_on(drivers::serve_echo(port)) {
             eprintln!("echo server: {e}");
             std::process::exit(1);
@@ -399,12 +577,20 @@ fn main() {
         return;
     }
     // The load generator runs on one worker thread, the same for every system.
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let code = rt.block_on(async move {
         let _ = std::fs::create_dir_all(&cli.scratch);
         let probe = measure::fsync_probe(&cli.scratch, 200);
         let cmd = cli.cmd.clone();
-        let mut b = Bench { cli, rows: Vec::new(), probe_before: probe };
+        let mut b = Bench {
+            cli,
+            rows: Vec::new(),
+            probe_before: probe,
+        };
         match cmd {
             Cmd::W1 => b.w1().await,
             Cmd::W2 => b.w2().await,
@@ -429,8 +615,10 @@ fn main() {
             Cmd::Smoke => {
                 b.cli.reps = 1;
                 b.cli.no_nats = true;
-                b.closed("W1", &[Sys::Echo, Sys::Ours(Flush::Async)], 8, 1, 1024).await;
-                b.closed("W1", &[Sys::Ours(Flush::Async)], 4, 16, 1024).await;
+                b.closed("W1", &[Sys::Echo, Sys::Ours(Flush::Async)], 8, 1, 1024)
+                    .await;
+                b.closed("W1", &[Sys::Ours(Flush::Async)], 4, 16, 1024)
+                    .await;
                 b.closed("W2", &[Sys::Ours(Flush::Sync)], 8, 1, 1024).await;
                 b.w4().await;
                 b.w6(2_000).await;
@@ -440,12 +628,26 @@ fn main() {
         }
         let probe_after = measure::fsync_probe(&b.cli.scratch, 200);
         println!("\n{}", b.summary());
-        println!("fsync probe p99: {} µs before, {probe_after} µs after{}", b.probe_before,
-            if probe_after > 2 * b.probe_before.max(1) || b.probe_before > 2 * probe_after.max(1) { " (NOISY RUN)" } else { "" });
+        println!(
+            "fsync probe p99: {} µs before, {probe_after} µs after{}",
+            b.probe_before,
+            if probe_after > 2 * b.probe_before.max(1) || b.probe_before > 2 * probe_after.max(1) {
+                " (NOISY RUN)"
+            } else {
+                ""
+            }
+        );
         println!("\n{}", b.targets());
-        let bad: Vec<&Row> = b.rows.iter().filter(|r| r.errors > 0 || r.lost > 0).collect();
+        let bad: Vec<&Row> = b
+            .rows
+            .iter()
+            .filter(|r| r.errors > 0 || r.lost > 0)
+            .collect();
         for r in &bad {
-            eprintln!("FAILED: {} {} {}: {} errors, {} lost", r.workload, r.system, r.params, r.errors, r.lost);
+            eprintln!(
+                "FAILED: {} {} {}: {} errors, {} lost",
+                r.workload, r.system, r.params, r.errors, r.lost
+            );
         }
         if b.rows.is_empty() {
             eprintln!("FAILED: nothing was measured");

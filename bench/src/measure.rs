@@ -12,10 +12,15 @@ pub fn histogram() -> Histogram<u64> {
 
 /// CPU time (user + system) of a process and its threads, in µs.
 pub fn cpu_us(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
-    let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else { return 0 };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+        return 0;
+    };
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     ticks * 1_000_000 / hz
@@ -24,8 +29,16 @@ pub fn cpu_us(pid: u32) -> u64 {
 pub fn rss_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_string))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_string)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<f64>().ok())
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
 }
@@ -33,7 +46,14 @@ pub fn rss_mb(pid: u32) -> f64 {
 /// p99 of 4 KiB write + fdatasync, in µs: how noisy the disk is right now.
 pub fn fsync_probe(dir: &Path, rounds: usize) -> u64 {
     let path = dir.join("fsync-probe");
-    let Ok(mut f) = std::fs::OpenOptions::new().create(true).write(true).truncate(true).open(&path) else { return 0 };
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)
+    else {
+        return 0;
+    };
     let block = [0x5Au8; 4096];
     let mut h = histogram();
     for _ in 0..rounds {
@@ -79,7 +99,13 @@ impl Row {
         if h.is_empty() {
             return (0, 0, 0, 0, 0);
         }
-        (h.value_at_quantile(0.5), h.value_at_quantile(0.9), h.value_at_quantile(0.99), h.value_at_quantile(0.999), h.max())
+        (
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.9),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max(),
+        )
     }
 }
 
@@ -95,7 +121,15 @@ pub struct Run {
 
 impl Default for Run {
     fn default() -> Self {
-        Self { msgs: 0, bytes: 0, errors: 0, lost: 0, elapsed: Duration::ZERO, hist: histogram(), extra: String::new() }
+        Self {
+            msgs: 0,
+            bytes: 0,
+            errors: 0,
+            lost: 0,
+            elapsed: Duration::ZERO,
+            hist: histogram(),
+            extra: String::new(),
+        }
     }
 }
 
@@ -109,10 +143,17 @@ pub fn git_sha() -> String {
 }
 
 pub fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
         .unwrap_or_default();
     format!("{cpus} vCPU {model}")
 }

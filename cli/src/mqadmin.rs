@@ -162,6 +162,10 @@ fn commands() -> Vec<Command> {
                 "cluster",
                 "Cluster name or lmq parent topic, lmq is used to find the route.",
             )),
+        base("haStatus", "Fetch ha runtime status data")
+            .arg(opt('b', "brokerAddr", "which broker to fetch"))
+            .arg(opt('c', "clusterName", "which cluster"))
+            .arg(opt('i', "interval", "the interval(second) of get info")),
         base("brokerStatus", "Fetch broker runtime status data")
             .arg(opt('b', "brokerAddr", "Broker address"))
             .arg(opt('c', "clusterName", "which cluster")),
@@ -355,6 +359,7 @@ async fn run(cmd: &str, m: &ArgMatches) -> Res<()> {
         "clusterList" => cluster_list(m).await,
         "consumerProgress" => consumer_progress(m).await,
         "brokerStatus" => broker_status(m).await,
+        "haStatus" => ha_status(m).await,
         _ => Err(format!("{cmd} is not implemented").into()),
     }
 }
@@ -965,6 +970,88 @@ async fn broker_status(m: &ArgMatches) -> Res<()> {
             } else {
                 println!("{addr:<24} {k:<32}: {v}");
             }
+        }
+    }
+    Ok(())
+}
+
+async fn ha_status(m: &ArgMatches) -> Res<()> {
+    let targets: Vec<String> = match (
+        m.get_one::<String>("brokerAddr"),
+        m.get_one::<String>("clusterName"),
+    ) {
+        (Some(b), _) => vec![b.clone()],
+        (None, Some(c)) => masters_of(m, c)
+            .await?
+            .into_iter()
+            .map(|b| b.addr)
+            .collect(),
+        _ => {
+            let _ = commands()
+                .into_iter()
+                .find(|c| c.get_name() == "haStatus")
+                .map(|mut c| c.print_help());
+            return Ok(());
+        }
+    };
+    for addr in targets {
+        let info = runtime(&addr).await;
+        let g = |k: &str| info.get(k).cloned().unwrap_or_default();
+        if g("brokerRole") == "SLAVE" {
+            println!("\n#MasterAddr\t{}", g("haMasterAddr"));
+            println!("#CommitLogMaxOffset\t{}", g("commitLogMaxOffset"));
+            println!("#TransferSpeed(KB/s)\t{:.2}", 0.0);
+            println!(
+                "#LastReadTime\t{}",
+                if g("haConnected") == "true" {
+                    human_time(now_ms())
+                } else {
+                    String::new()
+                }
+            );
+            println!(
+                "#LastWriteTime\t{}",
+                if g("haConnected") == "true" {
+                    human_time(now_ms())
+                } else {
+                    String::new()
+                }
+            );
+            println!("#MasterFlushOffset\t{}", g("haMasterEnd"));
+            continue;
+        }
+        let slaves: Vec<Vec<String>> = g("haSlaves")
+            .split(';')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.split(',').map(String::from).collect())
+            .filter(|v: &Vec<String>| v.len() == 4)
+            .collect();
+        let max_gap: i64 = 256 * 1024 * 1024;
+        let in_sync = slaves
+            .iter()
+            .filter(|v| v[3].parse::<i64>().unwrap_or(i64::MAX) < max_gap)
+            .count();
+        print!(
+            "\n#MasterAddr\t{addr}\n#MasterCommitLogMaxOffset\t{}\n#SlaveNum\t{}\n#InSyncSlaveNum\t{in_sync}\n",
+            g("commitLogMaxOffset"),
+            slaves.len()
+        );
+        println!(
+            "{:<32}  {:<16} {:>16} {:>16} {:>16} {:>16}",
+            "#SlaveAddr",
+            "#SlaveAckOffset",
+            "#Diff",
+            "#TransferSpeed(KB/s)",
+            "#Status",
+            "#TransferFromWhere"
+        );
+        for v in slaves {
+            let diff: i64 = v[3].parse().unwrap_or(0);
+            let status = if diff < max_gap { "OK" } else { "Fall Behind" };
+            println!(
+                "{:<32}  {:<16} {:>16} {:>16.2} {:>16} {:>16}",
+                v[1], v[2], diff, 0.0, status, v[2]
+            );
         }
     }
     Ok(())

@@ -25,8 +25,43 @@ fn ok() -> Option<StoreResult> {
     })
 }
 
+type PongStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<KeepAlivePong, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl NamesrvService for NamesrvGrpc {
+    type KeepAliveStream = PongStream;
+
+    /// While this stream is open the node is alive; when it breaks the node leaves the routes.
+    async fn keep_alive(
+        &self,
+        req: Request<tonic::Streaming<KeepAlivePing>>,
+    ) -> Result<Response<PongStream>, Status> {
+        let mut inbound = req.into_inner();
+        let Some(first) = inbound.message().await? else {
+            return Err(Status::invalid_argument("empty keep-alive stream"));
+        };
+        let registry = self.registry.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<KeepAlivePong, Status>>(2);
+        tokio::spawn(async move {
+            while let Ok(Some(_)) = inbound.message().await {
+                if tx.try_send(Ok(KeepAlivePong {})).is_err() {
+                    continue;
+                }
+            }
+            tracing::warn!(broker = %first.broker_name, id = first.broker_id, addr = %first.broker_addr, "store node connection lost: removed from routes");
+            registry.unregister(
+                &first.cluster_name,
+                &first.broker_name,
+                first.broker_id,
+                &first.broker_addr,
+            );
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn register_broker(
         &self,
         req: Request<RegisterBrokerRequest>,

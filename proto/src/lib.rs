@@ -20,9 +20,16 @@ pub mod rmq {
             tonic::include_proto!("rmq.namesrv.v1");
         }
     }
+    pub mod replication {
+        pub mod v1 {
+            #![allow(clippy::all, clippy::pedantic, missing_docs)]
+            tonic::include_proto!("rmq.replication.v1");
+        }
+    }
 }
 
 pub use rmq::namesrv::v1 as namesrv;
+pub use rmq::replication::v1 as replication;
 pub use rmq::store::v1 as store;
 
 pub use prost;

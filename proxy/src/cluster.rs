@@ -104,6 +104,16 @@ impl Route {
             .map(String::as_str)
     }
 
+    /// A slave of the group (lowest brokerId > 0), for reads while its master is unreachable.
+    pub fn replica_addr(&self, broker: &str) -> Option<&str> {
+        let b = self.brokers.get(broker)?;
+        b.broker_addrs
+            .iter()
+            .filter(|(id, _)| **id > 0)
+            .min_by_key(|(id, _)| **id)
+            .map(|(_, a)| a.as_str())
+    }
+
     pub fn attribute(&self, key: &str) -> Option<&str> {
         self.queues
             .iter()
@@ -118,7 +128,12 @@ pub struct Cluster {
     stores: Mutex<HashMap<String, StoreClient>>,
     local: Option<(String, StoreClient)>,
     pub round_robin: AtomicUsize,
+    /// Groups whose master just failed a connection, skipped for writes for a while.
+    down: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long a group that refused a connection is skipped for writes.
+const DOWN_FOR: Duration = Duration::from_secs(5);
 
 fn endpoint(addr: &str) -> Result<Endpoint, ProxyError> {
     Endpoint::from_shared(format!("http://{addr}"))
@@ -147,6 +162,7 @@ impl Cluster {
             stores: Mutex::new(HashMap::new()),
             local: local.map(|(a, s)| (a, StoreClient::Local(s))),
             round_robin: AtomicUsize::new(0),
+            down: Mutex::new(HashMap::new()),
         })
     }
 
@@ -205,6 +221,17 @@ impl Cluster {
                 .map(|e| e.message().to_string())
                 .unwrap_or_default()
         )))
+    }
+
+    pub fn mark_down(&self, broker: &str) {
+        self.down.lock().insert(broker.to_string(), Instant::now());
+    }
+
+    pub fn is_down(&self, broker: &str) -> bool {
+        self.down
+            .lock()
+            .get(broker)
+            .is_some_and(|t| t.elapsed() < DOWN_FOR)
     }
 
     /// Forgets a cached route (after a store error that suggests it changed).

@@ -14,8 +14,11 @@ pub enum ProxyError {
     TopicNotFound(String),
     #[error("{message}")]
     Store { code: i32, message: String },
-    #[error("store node unreachable: {0}")]
+    #[error("store node unavailable: {0}")]
     StoreUnavailable(String),
+    /// The connection itself failed: nothing reached the store node.
+    #[error("store node unreachable: {0}")]
+    StoreUnreachable(String),
     #[error("store node did not answer in time")]
     StoreTimeout,
     #[error("{0}")]
@@ -37,7 +40,9 @@ impl ProxyError {
             Self::Invalid(c, _) => *c as i32,
             Self::TopicNotFound(_) => Code::TopicNotFound as i32,
             Self::Store { code, .. } => *code,
-            Self::StoreUnavailable(_) => Code::InternalServerError as i32,
+            Self::StoreUnavailable(_) | Self::StoreUnreachable(_) => {
+                Code::InternalServerError as i32
+            }
             Self::StoreTimeout => Code::ProxyTimeout as i32,
             Self::NotImplemented(_) => Code::NotImplemented as i32,
             Self::Forbidden(_) => Code::Forbidden as i32,
@@ -50,6 +55,7 @@ impl From<tonic::Status> for ProxyError {
     fn from(s: tonic::Status) -> Self {
         match s.code() {
             tonic::Code::DeadlineExceeded => Self::StoreTimeout,
+            tonic::Code::Unavailable => Self::StoreUnreachable(s.message().to_string()),
             _ => Self::StoreUnavailable(s.message().to_string()),
         }
     }

@@ -273,56 +273,71 @@ impl Messaging {
                 _ => {}
             }
         }
-        let brokers = Self::writable_brokers(&route);
-        if brokers.is_empty() {
-            return Err(ProxyError::Forbidden(format!(
-                "topic {topic} has no writable queue"
-            )));
-        }
         let group = req.messages[0]
             .system_properties
             .as_ref()
             .and_then(|s| s.message_group.clone());
-        let (broker, queue_id) = match &group {
-            Some(g) if req.messages.len() == 1 => {
-                let total: i32 = brokers.iter().map(|(_, n)| *n).sum();
-                let mut slot = string_hash_code(g).rem_euclid(total.max(1));
-                let mut pick = (brokers[0].0, 0);
-                for (b, n) in &brokers {
-                    if slot < *n {
-                        pick = (*b, slot);
-                        break;
+        let mut attempt = 0;
+        let resp = loop {
+            attempt += 1;
+            let brokers: Vec<(&str, i32)> = Self::writable_brokers(&route)
+                .into_iter()
+                .filter(|(b, _)| !self.cluster.is_down(b))
+                .collect();
+            if brokers.is_empty() {
+                return Err(ProxyError::Forbidden(format!(
+                    "topic {topic} has no writable queue"
+                )));
+            }
+            let (broker, queue_id) = match &group {
+                Some(g) if req.messages.len() == 1 => {
+                    let total: i32 = brokers.iter().map(|(_, n)| *n).sum();
+                    let mut slot = string_hash_code(g).rem_euclid(total.max(1));
+                    let mut pick = (brokers[0].0, 0);
+                    for (b, n) in &brokers {
+                        if slot < *n {
+                            pick = (*b, slot);
+                            break;
+                        }
+                        slot -= n;
                     }
-                    slot -= n;
+                    pick
                 }
-                pick
+                _ => {
+                    let i = self.cluster.round_robin.fetch_add(1, Ordering::Relaxed);
+                    (brokers[i % brokers.len()].0, -1)
+                }
+            };
+            let mut msgs = store_msgs.clone();
+            for m in &mut msgs {
+                m.queue_id = queue_id;
             }
-            _ => {
-                let i = self.cluster.round_robin.fetch_add(1, Ordering::Relaxed);
-                (brokers[i % brokers.len()].0, -1)
-            }
-        };
-        for m in &mut store_msgs {
-            m.queue_id = queue_id;
-        }
-        let addr = route
-            .master_addr(broker)
-            .ok_or_else(|| ProxyError::StoreUnavailable(format!("{broker} has no master")))?;
-        let store = self.cluster.store(addr)?;
-        let resp = match store
-            .append(
-                AppendRequest {
-                    messages: store_msgs,
-                },
-                STORE_TIMEOUT,
-            )
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
+            let addr = route
+                .master_addr(broker)
+                .ok_or_else(|| ProxyError::StoreUnavailable(format!("{broker} has no master")))?;
+            let store = self.cluster.store(addr)?;
+            let result = store
+                .append(AppendRequest { messages: msgs }, STORE_TIMEOUT)
+                .await;
+            // Retry elsewhere only when nothing can have been stored: the node refused the
+            // connection, or refused the write before appending (SYNC_MASTER without a slave).
+            // Ordered (FIFO) sends stay on their queue.
+            let retry = match &result {
+                Err(ProxyError::StoreUnreachable(_)) => true,
+                Ok(r) => r
+                    .result
+                    .as_ref()
+                    .is_some_and(|x| x.code == Code::HaNotAvailable as i32),
+                _ => false,
+            };
+            if retry {
+                self.cluster.mark_down(broker);
                 self.cluster.invalidate(&topic);
-                return Err(e);
+                if attempt < 2 && group.is_none() {
+                    continue;
+                }
             }
+            break result?;
         };
         check(&resp.result)?;
         Ok(req
@@ -442,7 +457,14 @@ impl Messaging {
                 .map(|q| q.broker_name.clone())
                 .unwrap_or_default(),
         };
-        let addr = route.read_addr(&broker).ok_or_else(|| {
+        let addr = if self.cluster.is_down(&broker) {
+            route
+                .replica_addr(&broker)
+                .or_else(|| route.read_addr(&broker))
+        } else {
+            route.read_addr(&broker)
+        }
+        .ok_or_else(|| {
             ProxyError::StoreUnavailable(format!("no replica of {broker} is available"))
         })?;
         let store = self.cluster.store(addr)?;
@@ -455,9 +477,19 @@ impl Messaging {
             invisible_ms,
             poll_ms,
         };
-        let resp = store
+        let resp = match store
             .pop(pop, Duration::from_millis(poll_ms as u64) + STORE_TIMEOUT)
-            .await?;
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                if matches!(e, ProxyError::StoreUnreachable(_)) {
+                    self.cluster.mark_down(&broker);
+                    self.cluster.invalidate(&topic);
+                }
+                return Err(e);
+            }
+        };
         check(&resp.result)?;
         let mut out = Vec::with_capacity(resp.messages.len());
         for m in resp.messages {

@@ -51,6 +51,10 @@ pub struct StoreConfig {
     pub register_name_server_period_ms: u64,
     pub broker_permission: i32,
     pub metrics_prom_exporter_port: u16,
+    /// A slave's master HA address (`host:port`); empty: learned from the name servers.
+    pub ha_master_address: String,
+    /// How long a SYNC_MASTER send waits for its slave (Apache's `slaveTimeout`).
+    pub slave_timeout_ms: u64,
 }
 
 impl Default for StoreConfig {
@@ -78,6 +82,8 @@ impl Default for StoreConfig {
             register_name_server_period_ms: 30_000,
             broker_permission: 6,
             metrics_prom_exporter_port: 5557,
+            ha_master_address: String::new(),
+            slave_timeout_ms: 3000,
         }
     }
 }
@@ -149,11 +155,9 @@ pub const ACCEPTED_KEYS: &[&str] = &[
     "enablePropertyFilter",
     "timerWheelEnable",
     "traceTopicEnable",
-    "slaveTimeout",
     "totalReplicas",
     "inSyncReplicas",
     "minInSyncReplicas",
-    "haMasterAddress",
     "metricsExporterType",
     "metricsLabel",
     "aclEnable",
@@ -239,6 +243,8 @@ impl StoreConfig {
                 }
                 "brokerPermission" => self.broker_permission = num("expected 2, 4 or 6")? as i32,
                 "metricsPromExporterPort" => self.metrics_prom_exporter_port = port(k, v)?,
+                "haMasterAddress" => self.ha_master_address = v.into(),
+                "slaveTimeout" => self.slave_timeout_ms = num("expected ms")?.max(1) as u64,
                 _ if ACCEPTED_KEYS.contains(&k) => {}
                 _ => unknown.push(k.to_string()),
             }

@@ -24,6 +24,10 @@ pub enum StoreError {
     FlushTimeout(u64),
     #[error("this store node is a slave and does not accept writes")]
     NotMaster,
+    #[error("no slave is connected and in sync; SYNC_MASTER refuses to acknowledge without one")]
+    HaNotAvailable,
+    #[error("the slave did not acknowledge within {0} ms")]
+    SlaveTimeout(u64),
     #[error("store is shutting down")]
     ShuttingDown,
     #[error("record encoding failed: {0}")]
@@ -43,6 +47,8 @@ impl StoreError {
             Self::InvalidHandle(_) => Code::InvalidReceiptHandle,
             Self::FlushTimeout(_) => Code::MasterPersistenceTimeout,
             Self::NotMaster => Code::Forbidden,
+            Self::HaNotAvailable => Code::HaNotAvailable,
+            Self::SlaveTimeout(_) => Code::SlavePersistenceTimeout,
             Self::ShuttingDown => Code::InternalServerError,
             Self::Record(_) => Code::BadRequest,
             Self::Io(_) => Code::InternalServerError,

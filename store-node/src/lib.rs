@@ -8,6 +8,7 @@ pub mod flush;
 pub mod metrics;
 pub mod queues;
 pub mod registration;
+pub mod replication;
 pub mod service;
 pub mod state;
 pub mod store;
@@ -54,6 +55,15 @@ pub async fn run(
             }
         })
     };
+    let ha = start_replication(&store, bind_host, shutdown.clone()).await?;
+    if !store.is_slave() && store.had_slaves() {
+        // Give returning slaves a moment to hand over what they did while we were away, before
+        // consumers are routed back here.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while store.replicas.snapshot().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     let regs = registration::spawn(store.clone(), shutdown.clone());
     println!(
         "The broker[{}, {}] boot success. serializeType=JSON{}",
@@ -81,7 +91,43 @@ pub async fn run(
     for r in regs {
         let _ = tokio::time::timeout(Duration::from_secs(3), r).await;
     }
+    ha.abort();
     sampler.abort();
     store.shutdown();
     result.map_err(std::io::Error::other)
+}
+
+/// Masters serve the replication stream on `haListenPort`; slaves run the replication client.
+async fn start_replication(
+    store: &Arc<Store>,
+    bind_host: &str,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    if store.is_slave() {
+        return Ok(replication::slave::spawn(store.clone(), shutdown));
+    }
+    let addr: SocketAddr = format!("{bind_host}:{}", store.config().ha_port())
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let svc = rmq_proto::replication::replication_service_server::ReplicationServiceServer::new(
+        replication::master::ReplicationGrpc::new(store.clone()),
+    )
+    .max_decoding_message_size(MAX_GRPC_MESSAGE)
+    .max_encoding_message_size(MAX_GRPC_MESSAGE);
+    let mut sd = shutdown;
+    Ok(tokio::spawn(async move {
+        let r = tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async move {
+                    let _ = sd.wait_for(|v| *v).await;
+                },
+            )
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "replication server failed");
+        }
+    }))
 }

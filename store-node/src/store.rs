@@ -78,6 +78,17 @@ struct Writer {
     queue_next: HashMap<(String, i32), i64>,
     pending: VecDeque<PendingDispatch>,
     round_robin: HashMap<String, usize>,
+    /// The newest records (offset, size), offered to a master to find the common prefix.
+    recent: VecDeque<(i64, usize)>,
+}
+
+const RECENT: usize = 64;
+
+fn remember(recent: &mut VecDeque<(i64, usize)>, phys: i64, size: usize) {
+    if recent.len() == RECENT {
+        recent.pop_front();
+    }
+    recent.push_back((phys, size));
 }
 
 pub struct Store {
@@ -95,6 +106,29 @@ pub struct Store {
     pub stats: Stats,
     metrics: StoreMetrics,
     recovery: RecoveryReport,
+    /// Woken whenever the log grows (replication senders wait on it).
+    pub appended: Notify,
+    /// Slaves' progress, on a master.
+    pub replicas: crate::replication::Tracker,
+    /// On a slave: state changes made while serving reads, waiting to be handed to the master.
+    handover: Mutex<Handover>,
+    /// On a slave: the master's HA address and what we know of it.
+    ha: Mutex<HaView>,
+}
+
+#[derive(Default)]
+struct Handover {
+    path: std::path::PathBuf,
+    records: Vec<Vec<u8>>,
+    /// How many of `records` were already sent on the live stream.
+    streamed: usize,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct HaView {
+    pub master_ha_addr: String,
+    pub connected: bool,
+    pub master_end: i64,
 }
 
 #[derive(Debug, Default)]
@@ -143,11 +177,26 @@ impl Store {
         let mut meta = Meta::default();
         let mut queues = QueueTable::default();
         let mut queue_next: HashMap<(String, i32), i64> = HashMap::new();
+        let mut recent = VecDeque::new();
         let dir = cfg.commit_log_dir();
-        let (log, tail, recovery) =
-            CommitLog::open(&dir, cfg.mapped_file_size_commit_log as usize, |view, _| {
+        let (log, tail, recovery) = CommitLog::open(
+            &dir,
+            cfg.mapped_file_size_commit_log as usize,
+            |view, bytes| {
+                remember(&mut recent, view.physical_offset, bytes.len());
                 replay(view, &mut meta, &mut queues, &mut queue_next)
-            })?;
+            },
+        )?;
+        let handover = Handover::load(cfg.store_path_root_dir.join("handover.jsonl"));
+        for raw in &handover.records {
+            if let Ok(rec) = serde_json::from_slice::<StateRecord>(raw) {
+                meta.apply(&rec, now_ms());
+            }
+        }
+        let ha = HaView {
+            master_ha_addr: cfg.ha_master_address.clone(),
+            ..HaView::default()
+        };
         if let Some(t) = &recovery.truncated {
             tracing::warn!(dir = %dir.display(), "commitlog tail discarded during recovery {t}");
         }
@@ -185,6 +234,7 @@ impl Store {
                     queue_next,
                     pending: VecDeque::new(),
                     round_robin: HashMap::new(),
+                    recent,
                 }),
                 queues: RwLock::new(queues),
                 flusher: cell,
@@ -195,6 +245,10 @@ impl Store {
                 stats: Stats::default(),
                 metrics,
                 recovery,
+                appended: Notify::new(),
+                replicas: crate::replication::Tracker::default(),
+                handover: Mutex::new(handover),
+                ha: Mutex::new(ha),
             }
         });
         store
@@ -269,7 +323,21 @@ impl Store {
         }
     }
 
+    /// Durable per this node's contract: flushed under SYNC_FLUSH, and held by every in-sync
+    /// slave under SYNC_MASTER.
     async fn await_durable(&self, end: i64) -> Result<()> {
+        self.await_local_durable(end).await?;
+        if self.cfg.broker_role == crate::config::BrokerRole::SyncMaster {
+            let timeout = Duration::from_millis(self.cfg.slave_timeout_ms);
+            self.replicas
+                .wait(end, self.log.published(), timeout)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Flushed locally under SYNC_FLUSH (no-op under ASYNC_FLUSH).
+    pub async fn await_local_durable(&self, end: i64) -> Result<()> {
         if !self.sync_flush() {
             return Ok(());
         }
@@ -286,6 +354,15 @@ impl Store {
     pub async fn append(&self, msgs: Vec<NewMessage>) -> Result<Vec<AppendResult>> {
         if msgs.is_empty() {
             return Ok(Vec::new());
+        }
+        if self.is_slave() {
+            return Err(StoreError::NotMaster);
+        }
+        if self.cfg.broker_role == crate::config::BrokerRole::SyncMaster
+            && !self.replicas.available(self.log.published())
+        {
+            // Refused before anything is written, so the proxy may safely try another group.
+            return Err(StoreError::HaNotAvailable);
         }
         let mut write_queues: HashMap<String, i32> = HashMap::new();
         {
@@ -348,6 +425,7 @@ impl Store {
                     properties: &props,
                 };
                 let a = self.log.append(&mut w.tail, &input, qoff, store_ts)?;
+                remember(&mut w.recent, a.phys, a.size);
                 w.queue_next.insert(key, qoff + 1);
                 let tags = m
                     .properties
@@ -378,6 +456,7 @@ impl Store {
                 self.dispatch_pending(&mut w, end);
             }
         }
+        self.appended.notify_waiters();
         self.await_durable(end).await?;
         self.stats
             .put_total
@@ -391,6 +470,23 @@ impl Store {
     /// Applies a state change locally and appends its record; returns the log end after it.
     fn append_state(&self, meta: &mut Meta, rec: StateRecord) -> Result<i64> {
         let body = serde_json::to_vec(&rec).map_err(|e| StoreError::BadRequest(e.to_string()))?;
+        if self.is_slave() {
+            // A slave's log must stay a copy of its master's: keep the change aside, durably,
+            // and hand it to the master when connected.
+            let allowed = matches!(
+                rec,
+                StateRecord::Pop { .. }
+                    | StateRecord::Ack { .. }
+                    | StateRecord::Inv { .. }
+                    | StateRecord::Group { .. }
+            );
+            if !allowed {
+                return Err(StoreError::NotMaster);
+            }
+            self.handover.lock().push(body)?;
+            meta.apply(&rec, self.clock.now());
+            return Ok(self.log.published());
+        }
         let mut w = self.writer.lock();
         let store_ts = self.clock.now();
         let input = RecordInput {
@@ -406,7 +502,8 @@ impl Store {
             body: &body,
             properties: &[],
         };
-        self.log.append(&mut w.tail, &input, 0, store_ts)?;
+        let a = self.log.append(&mut w.tail, &input, 0, store_ts)?;
+        remember(&mut w.recent, a.phys, a.size);
         meta.apply(&rec, store_ts);
         if let StateRecord::TopicDelete { name } = &rec {
             w.queue_next.retain(|(t, _), _| t != name);
@@ -414,7 +511,10 @@ impl Store {
             self.queues.write().remove_topic(name);
         }
         self.log.publish(&w.tail);
-        Ok(w.tail.pos)
+        let end = w.tail.pos;
+        drop(w);
+        self.appended.notify_waiters();
+        Ok(end)
     }
 
     /// Pops up to `batch` messages, long-polling until one arrives or `poll_ms` passes.
@@ -872,6 +972,34 @@ impl Store {
                 format!("{:?}", self.cfg.flush_disk_type),
             ),
             ("brokerRole".into(), self.cfg.broker_role.as_str().into()),
+            ("brokerId".into(), self.cfg.broker_id.to_string()),
+            ("haMasterAddr".into(), self.ha_view().master_ha_addr),
+            ("haConnected".into(), self.ha_view().connected.to_string()),
+            ("haMasterEnd".into(), self.ha_view().master_end.to_string()),
+            (
+                "haRoundTrips".into(),
+                self.replicas
+                    .round_trips
+                    .load(Ordering::Relaxed)
+                    .to_string(),
+            ),
+            (
+                "haSlaves".into(),
+                self.replicas
+                    .snapshot()
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{},{},{},{}",
+                            p.broker_id,
+                            p.addr,
+                            p.acked,
+                            self.log.published() - p.acked
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(";"),
+            ),
         ]
     }
 }
@@ -883,23 +1011,88 @@ fn replay(
     queues: &mut QueueTable,
     queue_next: &mut HashMap<(String, i32), i64>,
 ) {
+    match interpret(view) {
+        Interpreted::State(rec) => {
+            if let StateRecord::TopicDelete { name } = &rec {
+                queues.remove_topic(name);
+                queue_next.retain(|(t, _), _| t != name);
+            }
+            meta.apply(&rec, view.store_timestamp);
+        }
+        Interpreted::Message(p) => {
+            queue_next.insert((p.topic.clone(), p.queue_id), p.queue_offset + 1);
+            queues.dispatch(&p);
+        }
+        Interpreted::Skip => {}
+    }
+}
+
+impl Handover {
+    /// Reads handed-over changes a previous run of this slave did not get to deliver.
+    fn load(path: std::path::PathBuf) -> Self {
+        let records = std::fs::read_to_string(&path)
+            .map(|t| {
+                t.lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(|l| l.as_bytes().to_vec())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            path,
+            records,
+            streamed: 0,
+        }
+    }
+
+    fn persist(&self) -> std::io::Result<()> {
+        let mut text = Vec::new();
+        for r in &self.records {
+            text.extend_from_slice(r);
+            text.push(b'\n');
+        }
+        let tmp = self.path.with_extension("tmp");
+        {
+            use std::io::Write;
+            if let Some(d) = self.path.parent() {
+                std::fs::create_dir_all(d)?;
+            }
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&text)?;
+            f.sync_data()?;
+        }
+        std::fs::rename(&tmp, &self.path)
+    }
+
+    fn push(&mut self, rec: Vec<u8>) -> std::io::Result<()> {
+        self.records.push(rec);
+        self.persist()
+    }
+}
+
+fn crc_of(bytes: &[u8]) -> u32 {
+    crc32fast::hash(bytes)
+}
+
+/// What one replicated record means for the derived state.
+enum Interpreted {
+    Message(PendingDispatch),
+    State(StateRecord),
+    Skip,
+}
+
+fn interpret(view: &RecordView<'_>) -> Interpreted {
     let topic = view.topic();
     if topic == STATE_TOPIC {
-        match serde_json::from_slice::<StateRecord>(view.body) {
-            Ok(rec) => {
-                if let StateRecord::TopicDelete { name } = &rec {
-                    queues.remove_topic(name);
-                    queue_next.retain(|(t, _), _| t != name);
-                }
-                meta.apply(&rec, view.store_timestamp);
-            }
+        return match serde_json::from_slice::<StateRecord>(view.body) {
+            Ok(rec) => Interpreted::State(rec),
             Err(e) => {
-                tracing::warn!(offset = view.physical_offset, error = %e, "unreadable state record skipped")
+                tracing::warn!(offset = view.physical_offset, error = %e, "unreadable state record skipped");
+                Interpreted::Skip
             }
-        }
-        return;
+        };
     }
-    let p = PendingDispatch {
+    Interpreted::Message(PendingDispatch {
         topic: topic.to_string(),
         queue_id: view.queue_id,
         queue_offset: view.queue_offset,
@@ -909,7 +1102,271 @@ fn replay(
             tags_code: tags_code(view),
             store_ts: view.store_timestamp,
         },
-    };
-    queues.dispatch(&p);
-    queue_next.insert((topic.to_string(), view.queue_id), view.queue_offset + 1);
+    })
+}
+
+impl Store {
+    pub fn is_slave(&self) -> bool {
+        self.cfg.broker_role == crate::config::BrokerRole::Slave
+    }
+
+    pub fn ha_view(&self) -> HaView {
+        self.ha.lock().clone()
+    }
+
+    /// The master's HA address: `haMasterAddress` if configured, else what namesrv told us.
+    pub fn master_ha_addr(&self) -> String {
+        self.ha.lock().master_ha_addr.clone()
+    }
+
+    /// Learns the master's HA address from a name server (unless `haMasterAddress` pins it).
+    pub fn learn_master_ha_addr(&self, addr: &str) {
+        if self.cfg.ha_master_address.is_empty() && !addr.is_empty() {
+            self.ha.lock().master_ha_addr = addr.to_string();
+        }
+    }
+
+    pub fn set_master_state(&self, addr: &str, connected: bool) {
+        let mut h = self.ha.lock();
+        if h.master_ha_addr == addr {
+            h.connected = connected;
+        }
+    }
+
+    pub fn set_master_end(&self, end: i64) {
+        self.ha.lock().master_end = end;
+    }
+
+    /// Remembers that this master has had slaves, so after a restart it gives them a moment to
+    /// hand over what they did meanwhile before it serves consumers again.
+    pub fn remember_slave(&self) {
+        let marker = self.cfg.store_path_root_dir.join("ha-slaves");
+        if !marker.exists() {
+            let _ = std::fs::write(marker, b"1\n");
+        }
+    }
+
+    pub fn had_slaves(&self) -> bool {
+        self.cfg.store_path_root_dir.join("ha-slaves").exists()
+    }
+
+    /// The slave's opening message, and how many handover records it carries.
+    pub fn slave_hello(&self) -> (rmq_proto::replication::SlaveHello, usize) {
+        let (end, recent) = {
+            let w = self.writer.lock();
+            (
+                w.tail.pos,
+                w.recent.iter().rev().copied().collect::<Vec<_>>(),
+            )
+        };
+        let tail = recent
+            .into_iter()
+            .filter_map(|(offset, size)| {
+                let bytes = self.log.read(offset, size)?;
+                Some(rmq_proto::replication::RecordMark {
+                    offset,
+                    size: size as i32,
+                    crc: crc_of(&bytes),
+                })
+            })
+            .collect();
+        let mut h = self.handover.lock();
+        h.streamed = h.records.len();
+        let handover = h.records.clone();
+        let n = handover.len();
+        drop(h);
+        let hello = rmq_proto::replication::SlaveHello {
+            cluster_name: self.cfg.broker_cluster_name.clone(),
+            broker_name: self.cfg.broker_name.clone(),
+            broker_id: self.cfg.broker_id,
+            log_end: end,
+            tail,
+            handover,
+            segment_size: self.cfg.mapped_file_size_commit_log as i64,
+        };
+        (hello, n)
+    }
+
+    /// The master accepted the first `n` handover records: forget them.
+    pub fn confirm_handover(&self, n: usize) {
+        let mut h = self.handover.lock();
+        let n = n.min(h.records.len());
+        h.records.drain(..n);
+        h.streamed = h.streamed.saturating_sub(n);
+        if let Err(e) = h.persist() {
+            tracing::error!(error = %e, "cannot persist the handover log");
+        }
+    }
+
+    /// Handover records made while connected, not yet streamed. They stay in the file until a
+    /// later hello is accepted; applying one twice on the master is harmless.
+    pub fn take_new_handover(&self) -> Vec<Vec<u8>> {
+        let mut h = self.handover.lock();
+        let new = h.records[h.streamed..].to_vec();
+        h.streamed = h.records.len();
+        new
+    }
+
+    /// On a master: applies a state change a slave made while serving reads.
+    pub async fn apply_handover(&self, raw: &[u8]) -> Result<()> {
+        let rec: StateRecord =
+            serde_json::from_slice(raw).map_err(|e| StoreError::BadRequest(e.to_string()))?;
+        if !matches!(
+            rec,
+            StateRecord::Pop { .. }
+                | StateRecord::Ack { .. }
+                | StateRecord::Inv { .. }
+                | StateRecord::Group { .. }
+        ) {
+            return Err(StoreError::BadRequest(
+                "only consumption state can be handed over".into(),
+            ));
+        }
+        let end = {
+            let mut meta = self.meta.lock();
+            if let StateRecord::Group { cfg } = &rec {
+                if meta.groups.contains_key(&cfg.name) {
+                    return Ok(());
+                }
+            }
+            if let StateRecord::Pop { items, .. } = &rec {
+                let max = items.iter().map(|i| i.k).max().unwrap_or(0);
+                meta.max_token = meta.max_token.max(max);
+            }
+            self.append_state(&mut meta, rec)?
+        };
+        self.await_local_durable(end).await
+    }
+
+    /// On a master: where a slave offering `hello` should continue. The end of the newest record
+    /// both logs hold byte for byte; else the oldest offered offset (the slave cuts back to it and
+    /// offers older records next time).
+    pub fn common_prefix(&self, hello: &rmq_proto::replication::SlaveHello) -> i64 {
+        let end = self.log.published();
+        if hello.log_end == 0 || hello.tail.is_empty() {
+            return self
+                .log
+                .min_offset()
+                .min(end)
+                .max(0)
+                .min(hello.log_end.max(self.log.min_offset()));
+        }
+        for m in &hello.tail {
+            let stop = m.offset + i64::from(m.size);
+            if stop > end || m.size <= 0 {
+                continue;
+            }
+            if let Some(bytes) = self.log.read(m.offset, m.size as usize) {
+                if crc_of(&bytes) == m.crc {
+                    return stop.min(hello.log_end);
+                }
+            }
+        }
+        hello
+            .tail
+            .iter()
+            .map(|m| m.offset)
+            .min()
+            .unwrap_or(0)
+            .min(end)
+    }
+
+    /// On a slave: appends records exactly as the master stored them and derives from them.
+    pub fn append_replica(&self, offset: i64, bytes: &[u8]) -> Result<i64> {
+        use rmq_common::record::{Scan, check};
+        let mut meta = self.meta.lock();
+        let mut w = self.writer.lock();
+        if offset != w.tail.pos {
+            return Err(StoreError::BadRequest(format!(
+                "replica expected offset {}, master sent {offset}",
+                w.tail.pos
+            )));
+        }
+        let mut i = 0usize;
+        while i < bytes.len() {
+            let pos = offset + i as i64;
+            match check(&bytes[i..], pos) {
+                Ok(Scan::Record(n)) => {
+                    let rec = &bytes[i..i + n];
+                    self.log.append_raw(&mut w.tail, rec)?;
+                    remember(&mut w.recent, pos, n);
+                    let view = RecordView::parse(rec)?;
+                    match interpret(&view) {
+                        Interpreted::Message(p) => {
+                            w.queue_next
+                                .insert((p.topic.clone(), p.queue_id), p.queue_offset + 1);
+                            w.pending.push_back(p);
+                        }
+                        Interpreted::State(rec) => {
+                            if let StateRecord::TopicDelete { name } = &rec {
+                                w.queue_next.retain(|(t, _), _| t != name);
+                                w.pending.retain(|p| &p.topic != name);
+                                self.queues.write().remove_topic(name);
+                            }
+                            meta.apply(&rec, view.store_timestamp);
+                        }
+                        Interpreted::Skip => {}
+                    }
+                    i += n;
+                }
+                Ok(Scan::EndOfFile) => {
+                    self.log
+                        .append_blank_raw(&mut w.tail, &bytes[i..(i + 8).min(bytes.len())])?;
+                    i = bytes.len();
+                }
+                Ok(Scan::End) | Err(_) => {
+                    return Err(StoreError::BadRequest(format!(
+                        "corrupt replication data at offset {pos}"
+                    )));
+                }
+            }
+        }
+        self.log.publish(&w.tail);
+        let end = w.tail.pos;
+        if !self.sync_flush() {
+            self.dispatch_pending(&mut w, end);
+        } else {
+            self.flusher().wake();
+        }
+        drop(w);
+        drop(meta);
+        self.appended.notify_waiters();
+        Ok(end)
+    }
+
+    /// On a slave whose tail diverged: cuts the log back durably and rebuilds everything derived.
+    pub fn truncate_to(&self, to: i64) -> Result<()> {
+        let mut meta = self.meta.lock();
+        let mut w = self.writer.lock();
+        self.log.truncate(&mut w.tail, to)?;
+        let mut fresh = Meta::default();
+        let mut queues = QueueTable::default();
+        let mut queue_next = HashMap::new();
+        let mut recent = VecDeque::new();
+        self.log.scan(|view, bytes| {
+            remember(&mut recent, view.physical_offset, bytes.len());
+            replay(view, &mut fresh, &mut queues, &mut queue_next);
+        });
+        for raw in &self.handover.lock().records {
+            if let Ok(rec) = serde_json::from_slice::<StateRecord>(raw) {
+                fresh.apply(&rec, now_ms());
+            }
+        }
+        *meta = fresh;
+        *self.queues.write() = queues;
+        w.queue_next = queue_next;
+        w.recent = recent;
+        w.pending.clear();
+        Ok(())
+    }
+
+    /// Replication lag of each connected slave, in bytes.
+    pub fn slave_lag(&self) -> Vec<(i64, i64)> {
+        let end = self.log.published();
+        self.replicas
+            .snapshot()
+            .into_iter()
+            .map(|p| (p.broker_id, end - p.acked))
+            .collect()
+    }
 }

@@ -205,6 +205,114 @@ impl CommitLog {
         Ok(seg)
     }
 
+    /// Appends an end-of-segment marker copied from a master and moves the tail to the next
+    /// segment, exactly where the master's next record starts.
+    pub fn append_blank_raw(&self, tail: &mut Tail, marker: &[u8]) -> io::Result<()> {
+        let seg = self
+            .segments
+            .read()
+            .last()
+            .cloned()
+            .filter(|s| tail.pos >= s.base && tail.pos < s.end())
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "end-of-segment marker outside a segment",
+                )
+            })?;
+        let pos = (tail.pos - seg.base) as usize;
+        let n = marker.len().min(seg.size - pos);
+        // SAFETY: writer lock held (we own `tail`); beyond the published position.
+        unsafe { seg.slice_mut(pos, n) }.copy_from_slice(&marker[..n]);
+        tail.pos = seg.end();
+        Ok(())
+    }
+
+    /// End of the segment holding `offset`, if any.
+    pub fn segment_end(&self, offset: i64) -> Option<i64> {
+        let segs = self.segments.read();
+        segs.iter()
+            .find(|s| offset >= s.base && offset < s.end())
+            .map(|s| s.end())
+    }
+
+    /// Whole records (and an end-of-segment marker) from `from`, at most about `max` bytes,
+    /// never across a segment end. Returns the bytes and the offset after them.
+    pub fn records_from(&self, from: i64, max: usize) -> Option<(Vec<u8>, i64)> {
+        let end = self.published();
+        if from >= end {
+            return Some((Vec::new(), from));
+        }
+        let mut at = from;
+        let mut len = 0usize;
+        while at < end {
+            let head = self.read_raw(at, 8)?;
+            if head.len() < 8 {
+                break;
+            }
+            let size = i32::from_be_bytes([head[0], head[1], head[2], head[3]]).max(0) as usize;
+            let magic = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+            if magic == record::BLANK_MAGIC {
+                len += 8;
+                let bytes = self.read_raw(from, len)?;
+                return Some((bytes, self.segment_end(at)?));
+            }
+            if size == 0 || (len > 0 && len + size > max) {
+                break;
+            }
+            len += size;
+            at += size as i64;
+        }
+        let bytes = self.read_raw(from, len)?;
+        (bytes.len() == len).then_some((bytes, from + len as i64))
+    }
+
+    /// Walks every published record in order.
+    pub fn scan(&self, mut visit: impl FnMut(&RecordView<'_>, &[u8])) {
+        let segs: Vec<Arc<Segment>> = self.segments.read().clone();
+        let end = self.published();
+        for seg in segs {
+            let mut pos = 0usize;
+            while seg.base + (pos as i64) < end && pos < seg.size {
+                let rest = seg.slice(pos, seg.size - pos);
+                match record::check(rest, seg.base + pos as i64) {
+                    Ok(Scan::Record(n)) => {
+                        if let Ok(v) = RecordView::parse(&rest[..n]) {
+                            visit(&v, &rest[..n]);
+                        }
+                        pos += n;
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+
+    /// Cuts the log back to `to` (a record boundary) durably: the rest of that segment is
+    /// zeroed and later segments are deleted. Used when a replica's tail diverged.
+    pub fn truncate(&self, tail: &mut Tail, to: i64) -> io::Result<()> {
+        let mut segs = self.segments.write();
+        while let Some(last) = segs.last() {
+            if last.base > to || (last.base == to && segs.len() > 1) {
+                let s = segs.pop().expect("last exists");
+                std::fs::remove_file(&s.path)?;
+            } else {
+                break;
+            }
+        }
+        if let Some(last) = segs.last() {
+            if to >= last.base && to < last.end() {
+                last.zero_from((to - last.base) as usize)?;
+            }
+        }
+        drop(segs);
+        sync_dir(&self.dir)?;
+        tail.pos = to;
+        self.published.store(to, Ordering::Release);
+        self.flushed.fetch_min(to, Ordering::AcqRel);
+        Ok(())
+    }
+
     /// Makes everything appended so far visible to readers.
     pub fn publish(&self, tail: &Tail) {
         self.published.store(tail.pos, Ordering::Release);

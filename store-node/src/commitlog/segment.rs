@@ -78,7 +78,11 @@ impl Segment {
             }
             // SAFETY: as above.
             let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
-            let end = if hole < 0 { self.size as i64 } else { hole.min(self.size as i64) };
+            let end = if hole < 0 {
+                self.size as i64
+            } else {
+                hole.min(self.size as i64)
+            };
             let mut off = data.max(at);
             while off < end {
                 let len = CHUNK.min((end - off) as usize);

@@ -1,0 +1,331 @@
+//! The seed 2m-2s SYNC_MASTER topology as processes: byte-identical replication, a master
+//! killed under load (sends continue through broker-b, broker-a's backlog drains through
+//! broker-a-s, nothing acknowledged is lost, nothing acked during the outage comes back), a
+//! SYNC_MASTER whose slave is down, slave restart and wipe, and a name server lost.
+
+use rmq_e2e::cluster::{CLUSTER, Cluster2m2s};
+use rocketmq::conf::{ClientOption, ProducerOption, SimpleConsumerOption};
+use rocketmq::model::common::{FilterExpression, FilterType};
+use rocketmq::model::message::MessageBuilder;
+use rocketmq::{Producer, SimpleConsumer};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TOPIC: &str = "HaTopic";
+
+async fn producer(url: &str) -> Producer {
+    let mut copt = ClientOption::default();
+    copt.set_access_url(url);
+    copt.set_timeout(Duration::from_secs(5));
+    let mut o = ProducerOption::default();
+    o.set_topics(vec![TOPIC]);
+    let mut p = Producer::new(o, copt).unwrap();
+    p.start().await.unwrap();
+    p
+}
+
+async fn consumer(url: &str, group: &str) -> SimpleConsumer {
+    let mut copt = ClientOption::default();
+    copt.set_access_url(url);
+    copt.set_long_polling_timeout(Duration::from_secs(6));
+    let mut o = SimpleConsumerOption::default();
+    o.set_consumer_group(group);
+    o.set_topics(vec![TOPIC]);
+    let mut c = SimpleConsumer::new(o, copt).unwrap();
+    c.start().await.unwrap();
+    c
+}
+
+fn setup(c: &Cluster2m2s) {
+    let out = c.mqadmin(&[
+        "updateTopic",
+        "-c",
+        CLUSTER,
+        "-t",
+        TOPIC,
+        "-r",
+        "4",
+        "-w",
+        "4",
+    ]);
+    assert_eq!(
+        out.matches("success").count(),
+        2,
+        "created on both masters: {out}"
+    );
+    rmq_e2e::wait_route(&c.namesrv(), TOPIC);
+}
+
+async fn send_n(p: &Producer, n: usize, tag: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let m = MessageBuilder::builder()
+            .set_topic(TOPIC)
+            .set_tag(tag)
+            .set_body(format!("{tag}-{i}").into_bytes())
+            .build()
+            .unwrap();
+        ids.push(p.send(m).await.expect("send").message_id().to_string());
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slaves_hold_byte_identical_logs_and_topology_is_visible() {
+    let c = Cluster2m2s::start(&[]);
+    setup(&c);
+    let p = producer(&c.proxy(0)).await;
+    send_n(&p, 300, "T").await;
+    for (m, s) in [("broker-a", "broker-a-s"), ("broker-b", "broker-b-s")] {
+        let end = c.wait_caught_up(m, s);
+        assert!(end > 0);
+        let (mb, sb) = (c.log_bytes(m, end), c.log_bytes(s, end));
+        assert_eq!(mb.len(), sb.len());
+        assert!(mb == sb, "{s}'s commit log is byte-identical to {m}'s");
+    }
+    let cl = c.mqadmin(&["clusterList"]);
+    for (name, id) in [
+        ("broker-a", "0"),
+        ("broker-a", "1"),
+        ("broker-b", "0"),
+        ("broker-b", "1"),
+    ] {
+        assert!(
+            cl.lines().any(|l| l.contains(CLUSTER)
+                && l.contains(name)
+                && l.split_whitespace().nth(2) == Some(id)),
+            "{name}/{id} listed:\n{cl}"
+        );
+    }
+    let route = c.mqadmin(&["topicRoute", "-t", TOPIC]);
+    assert!(
+        route.contains("0:\"") && route.contains("1:\""),
+        "route lists master and slave: {route}"
+    );
+    let ha = c.mqadmin(&["haStatus", "-c", CLUSTER]);
+    assert!(
+        ha.contains("#MasterAddr")
+            && ha.contains("#SlaveNum\t1")
+            && ha.contains("#InSyncSlaveNum\t1"),
+        "{ha}"
+    );
+    // Topic configuration replicated with the log: the slave knows the topic.
+    let st = c.status("broker-a-s");
+    assert_eq!(st.get("brokerRole").map(String::as_str), Some("SLAVE"));
+    assert!(p.shutdown().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_master_killed_under_load_loses_nothing() {
+    let mut c = Cluster2m2s::start(&[]);
+    setup(&c);
+    let p = Arc::new(producer(&c.proxy(0)).await);
+    let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let failed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (p, acked, failed, stop) = (p.clone(), acked.clone(), failed.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let m = MessageBuilder::builder()
+                    .set_topic(TOPIC)
+                    .set_body(format!("load-{i}").into_bytes())
+                    .build()
+                    .unwrap();
+                match tokio::time::timeout(Duration::from_secs(6), p.send(m)).await {
+                    Ok(Ok(r)) => {
+                        acked.lock().unwrap().insert(r.message_id().to_string());
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                i += 1;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = acked.lock().unwrap().len();
+    assert!(before > 20, "load is flowing ({before})");
+    c.kill9("broker-a");
+    let killed_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let failed_after_kill = failed.load(Ordering::Relaxed);
+    let mid = acked.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = acked.lock().unwrap().len();
+    assert!(
+        later > mid + 10,
+        "sends keep succeeding through broker-b after the kill ({mid} -> {later})"
+    );
+
+    // Drain everything through proxy 2 while broker-a is down: its backlog comes from broker-a-s.
+    let cons = consumer(&c.proxy(1), "HaGroup").await;
+    let mut delivered: HashMap<String, u32> = HashMap::new();
+    let mut acked_during_outage: HashSet<String> = HashSet::new();
+    let drain_until = Instant::now() + Duration::from_secs(25);
+    while Instant::now() < drain_until {
+        let got = cons
+            .receive_with(
+                TOPIC,
+                &FilterExpression::new(FilterType::Tag, "*"),
+                32,
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap_or_default();
+        if got.is_empty() && delivered.len() >= mid {
+            break;
+        }
+        for m in got {
+            *delivered.entry(m.message_id().to_string()).or_default() += 1;
+            if cons.ack(&m).await.is_ok() {
+                acked_during_outage.insert(m.message_id().to_string());
+            }
+        }
+    }
+    let before_kill: HashSet<String> = acked.lock().unwrap().clone();
+    let from_outage = before_kill
+        .iter()
+        .filter(|id| delivered.contains_key(*id))
+        .count();
+    assert!(
+        from_outage >= before.min(mid),
+        "backlog (including broker-a's) delivered during the outage: {from_outage} of {}",
+        before_kill.len()
+    );
+
+    c.start_node("broker-a");
+    eprintln!(
+        "broker-a restarted {:?} after the kill; {failed_after_kill} sends failed around the kill",
+        killed_at.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = load.await;
+    let all_acked = acked.lock().unwrap().clone();
+
+    let end = Instant::now() + Duration::from_secs(40);
+    let mut empty = 0;
+    while Instant::now() < end && empty < 2 {
+        let got = cons
+            .receive_with(
+                TOPIC,
+                &FilterExpression::new(FilterType::Tag, "*"),
+                32,
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap_or_default();
+        if got.is_empty() {
+            empty += 1;
+            continue;
+        }
+        for m in got {
+            let id = m.message_id().to_string();
+            assert!(
+                !acked_during_outage.contains(&id),
+                "{id} was acked during the outage and came back"
+            );
+            *delivered.entry(id).or_default() += 1;
+            let _ = cons.ack(&m).await;
+        }
+    }
+    let lost: Vec<&String> = all_acked
+        .iter()
+        .filter(|id| !delivered.contains_key(*id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged messages lost, e.g. {:?}",
+        lost.len(),
+        lost.first()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_master_without_its_slave_never_acknowledges_alone() {
+    let mut c = Cluster2m2s::start(&[]);
+    setup(&c);
+    c.kill9("broker-b-s");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = c.max_offset("broker-b");
+    let p = producer(&c.proxy(0)).await;
+    let ids = send_n(&p, 40, "NoSlave").await;
+    assert_eq!(
+        ids.len(),
+        40,
+        "sends go to the group that still has its slave"
+    );
+    assert_eq!(
+        c.max_offset("broker-b"),
+        before,
+        "broker-b stored nothing without its slave"
+    );
+    c.start_node("broker-b-s");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !c
+        .status("broker-b")
+        .get("haSlaves")
+        .is_some_and(|s| !s.is_empty())
+    {
+        assert!(Instant::now() < deadline, "slave reconnects");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    send_n(&p, 40, "Back").await;
+    assert!(
+        c.max_offset("broker-b") > before,
+        "with its slave back, broker-b takes sends again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slaves_catch_up_after_restart_and_wipe_and_a_lost_namesrv_goes_unnoticed() {
+    let mut c = Cluster2m2s::start(&[]);
+    setup(&c);
+    let p = producer(&c.proxy(0)).await;
+    send_n(&p, 50, "One").await;
+    c.kill9("broker-a-s");
+    send_n(&p, 50, "Two").await;
+    c.start_node("broker-a-s");
+    let end = c.wait_caught_up("broker-a", "broker-a-s");
+    assert!(
+        c.log_bytes("broker-a", end) == c.log_bytes("broker-a-s", end),
+        "restarted slave caught up byte for byte"
+    );
+    c.kill9("broker-b-s");
+    std::fs::remove_dir_all(c.store_dir("broker-b-s")).unwrap();
+    c.start_node("broker-b-s");
+    let end = c.wait_caught_up("broker-b", "broker-b-s");
+    assert!(
+        c.log_bytes("broker-b", end) == c.log_bytes("broker-b-s", end),
+        "wiped slave copied everything again"
+    );
+    c.kill9("namesrv1");
+    let ids = send_n(&p, 30, "NoNs1").await;
+    assert_eq!(ids.len(), 30);
+    let cons = consumer(&c.proxy(1), "AfterNs").await;
+    let mut n = 0;
+    for _ in 0..20 {
+        let got = cons
+            .receive_with(
+                TOPIC,
+                &FilterExpression::new(FilterType::Tag, "*"),
+                32,
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+        for m in &got {
+            cons.ack(m).await.unwrap();
+        }
+        n += got.len();
+        if n >= 130 {
+            break;
+        }
+    }
+    assert_eq!(n, 130, "everything consumed with one name server gone");
+}
