@@ -132,8 +132,10 @@ pub struct Cluster {
     down: Mutex<HashMap<String, Instant>>,
 }
 
-/// How long a group that refused a connection is skipped for writes.
-const DOWN_FOR: Duration = Duration::from_secs(5);
+/// How long a group whose master refused a connection is skipped.
+pub const UNREACHABLE_FOR: Duration = Duration::from_secs(5);
+/// How long a SYNC_MASTER without an in-sync slave is skipped for writes.
+pub const NO_SLAVE_FOR: Duration = Duration::from_millis(500);
 
 fn endpoint(addr: &str) -> Result<Endpoint, ProxyError> {
     Endpoint::from_shared(format!("http://{addr}"))
@@ -223,15 +225,18 @@ impl Cluster {
         )))
     }
 
-    pub fn mark_down(&self, broker: &str) {
-        self.down.lock().insert(broker.to_string(), Instant::now());
+    /// Skips `broker` (its master) for `for_how_long`.
+    pub fn mark_down(&self, broker: &str, for_how_long: Duration) {
+        self.down
+            .lock()
+            .insert(broker.to_string(), Instant::now() + for_how_long);
     }
 
     pub fn is_down(&self, broker: &str) -> bool {
         self.down
             .lock()
             .get(broker)
-            .is_some_and(|t| t.elapsed() < DOWN_FOR)
+            .is_some_and(|until| Instant::now() < *until)
     }
 
     /// Forgets a cached route (after a store error that suggests it changed).

@@ -322,16 +322,19 @@ impl Messaging {
             // Retry elsewhere only when nothing can have been stored: the node refused the
             // connection, or refused the write before appending (SYNC_MASTER without a slave).
             // Ordered (FIFO) sends stay on their queue.
-            let retry = match &result {
-                Err(ProxyError::StoreUnreachable(_)) => true,
-                Ok(r) => r
-                    .result
-                    .as_ref()
-                    .is_some_and(|x| x.code == Code::HaNotAvailable as i32),
-                _ => false,
+            let down_for = match &result {
+                Err(ProxyError::StoreUnreachable(_)) => Some(crate::cluster::UNREACHABLE_FOR),
+                Ok(r)
+                    if r.result
+                        .as_ref()
+                        .is_some_and(|x| x.code == Code::HaNotAvailable as i32) =>
+                {
+                    Some(crate::cluster::NO_SLAVE_FOR)
+                }
+                _ => None,
             };
-            if retry {
-                self.cluster.mark_down(broker);
+            if let Some(d) = down_for {
+                self.cluster.mark_down(broker, d);
                 self.cluster.invalidate(&topic);
                 if attempt < 2 && group.is_none() {
                     continue;
@@ -484,7 +487,8 @@ impl Messaging {
             Ok(r) => r,
             Err(e) => {
                 if matches!(e, ProxyError::StoreUnreachable(_)) {
-                    self.cluster.mark_down(&broker);
+                    self.cluster
+                        .mark_down(&broker, crate::cluster::UNREACHABLE_FOR);
                     self.cluster.invalidate(&topic);
                 }
                 return Err(e);

@@ -1064,9 +1064,22 @@ impl Handover {
         std::fs::rename(&tmp, &self.path)
     }
 
+    /// Appends one record durably (one line, one fdatasync).
     fn push(&mut self, rec: Vec<u8>) -> std::io::Result<()> {
+        use std::io::Write;
+        if let Some(d) = self.path.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        let mut line = rec.clone();
+        line.push(b'\n');
+        f.write_all(&line)?;
+        f.sync_data()?;
         self.records.push(rec);
-        self.persist()
+        Ok(())
     }
 }
 
@@ -1282,6 +1295,7 @@ impl Store {
                 w.tail.pos
             )));
         }
+        let mut topics_changed = false;
         let mut i = 0usize;
         while i < bytes.len() {
             let pos = offset + i as i64;
@@ -1302,6 +1316,12 @@ impl Store {
                                 w.queue_next.retain(|(t, _), _| t != name);
                                 w.pending.retain(|p| &p.topic != name);
                                 self.queues.write().remove_topic(name);
+                            }
+                            if matches!(
+                                rec,
+                                StateRecord::Topic { .. } | StateRecord::TopicDelete { .. }
+                            ) {
+                                topics_changed = true;
                             }
                             meta.apply(&rec, view.store_timestamp);
                         }
@@ -1331,6 +1351,11 @@ impl Store {
         drop(w);
         drop(meta);
         self.appended.notify_waiters();
+        if topics_changed {
+            // The name servers must learn the topic from the slave too, or the group vanishes
+            // from routes when its master does.
+            self.topics_changed.notify_waiters();
+        }
         Ok(end)
     }
 
