@@ -398,15 +398,14 @@ impl Bench {
             let deadline = Instant::now() + Duration::from_secs(20);
             let payload = bytes::Bytes::from_static(b"first");
             while Instant::now() < deadline {
-                if let Ok(mut c) = drivers::channel(sys.port).await {
-                    if drivers::send(&mut c, systems::TOPIC, &payload, 1)
+                if let Ok(mut c) = drivers::channel(sys.port).await
+                    && drivers::send(&mut c, systems::TOPIC, &payload, 1)
                         .await
                         .is_ok()
                     {
                         run.msgs = 1;
                         break;
                     }
-                }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             let e = t0.elapsed();

@@ -179,10 +179,9 @@ impl Cluster2m2s {
     pub fn wait_slaves_connected(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         for m in ["broker-a", "broker-b"] {
-            while !self
+            while self
                 .status(m)
-                .get("haSlaves")
-                .is_some_and(|s| !s.is_empty())
+                .get("haSlaves").is_none_or(|s| s.is_empty())
             {
                 assert!(
                     std::time::Instant::now() < deadline,

@@ -300,11 +300,10 @@ impl CommitLog {
                 break;
             }
         }
-        if let Some(last) = segs.last() {
-            if to >= last.base && to < last.end() {
+        if let Some(last) = segs.last()
+            && to >= last.base && to < last.end() {
                 last.zero_from((to - last.base) as usize)?;
             }
-        }
         drop(segs);
         sync_dir(&self.dir)?;
         tail.pos = to;
