@@ -402,10 +402,10 @@ impl Bench {
                     && drivers::send(&mut c, systems::TOPIC, &payload, 1)
                         .await
                         .is_ok()
-                    {
-                        run.msgs = 1;
-                        break;
-                    }
+                {
+                    run.msgs = 1;
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             let e = t0.elapsed();

@@ -179,10 +179,7 @@ impl Cluster2m2s {
     pub fn wait_slaves_connected(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         for m in ["broker-a", "broker-b"] {
-            while self
-                .status(m)
-                .get("haSlaves").is_none_or(|s| s.is_empty())
-            {
+            while self.status(m).get("haSlaves").is_none_or(|s| s.is_empty()) {
                 assert!(
                     std::time::Instant::now() < deadline,
                     "{m}'s slave never connected"

@@ -282,7 +282,8 @@ async fn sync_master_without_its_slave_never_acknowledges_alone() {
     let deadline = Instant::now() + Duration::from_secs(20);
     while c
         .status("broker-b")
-        .get("haSlaves").is_none_or(|s| s.is_empty())
+        .get("haSlaves")
+        .is_none_or(|s| s.is_empty())
     {
         assert!(Instant::now() < deadline, "slave reconnects");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -345,8 +346,9 @@ async fn slaves_catch_up_after_restart_and_wipe_and_a_lost_namesrv_goes_unnotice
 async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
     for t in tasks {
         if let Err(e) = t.await
-            && e.is_panic() {
-                std::panic::resume_unwind(e.into_panic());
-            }
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
     }
 }

@@ -246,13 +246,15 @@ impl StoreService for StoreGrpc {
     ) -> std::result::Result<Response<GetTopicResponse>, Status> {
         let r = req.into_inner();
         let name = r.topic;
-        if r.auto_create && self.store.topic(&name).is_none()
-            && let Err(e) = self.store.auto_create_topic(&name).await {
-                return reply(GetTopicResponse {
-                    result: fail(&e),
-                    topic: None,
-                });
-            }
+        if r.auto_create
+            && self.store.topic(&name).is_none()
+            && let Err(e) = self.store.auto_create_topic(&name).await
+        {
+            return reply(GetTopicResponse {
+                result: fail(&e),
+                topic: None,
+            });
+        }
         match self.store.topic(&name) {
             Some(t) => reply(GetTopicResponse {
                 result: ok(),

@@ -1238,9 +1238,10 @@ impl Store {
         let end = {
             let mut meta = self.meta.lock();
             if let StateRecord::Group { cfg } = &rec
-                && meta.groups.contains_key(&cfg.name) {
-                    return Ok(());
-                }
+                && meta.groups.contains_key(&cfg.name)
+            {
+                return Ok(());
+            }
             if let StateRecord::Pop { items, .. } = &rec {
                 let max = items.iter().map(|i| i.k).max().unwrap_or(0);
                 meta.max_token = meta.max_token.max(max);
@@ -1269,9 +1270,10 @@ impl Store {
                 continue;
             }
             if let Some(bytes) = self.log.read(m.offset, m.size as usize)
-                && crc_of(&bytes) == m.crc {
-                    return stop.min(hello.log_end);
-                }
+                && crc_of(&bytes) == m.crc
+            {
+                return stop.min(hello.log_end);
+            }
         }
         hello
             .tail

@@ -55,6 +55,8 @@ enum Role {
         #[arg(long = "set")]
         sets: Vec<String>,
     },
+    /// Exits 0 when something accepts TCP connections at ADDR (for container healthchecks).
+    Ping { addr: String },
     /// A stateless proxy speaking the RocketMQ 5 gRPC protocol.
     Proxy {
         /// rmq-proxy.json (Apache's -pc).
@@ -83,8 +85,21 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> Result<(), roles::BoxError> {
+    if let Role::Ping { addr } = &cli.role {
+        let ok = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            tokio::net::TcpStream::connect(addr.as_str()),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+        if ok {
+            return Ok(());
+        }
+        return Err(format!("nothing accepts connections at {addr}").into());
+    }
     let shutdown = roles::shutdown_signal();
     match cli.role {
+        Role::Ping { .. } => Ok(()),
         Role::Standalone {
             config,
             data_dir,

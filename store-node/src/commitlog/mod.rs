@@ -301,9 +301,11 @@ impl CommitLog {
             }
         }
         if let Some(last) = segs.last()
-            && to >= last.base && to < last.end() {
-                last.zero_from((to - last.base) as usize)?;
-            }
+            && to >= last.base
+            && to < last.end()
+        {
+            last.zero_from((to - last.base) as usize)?;
+        }
         drop(segs);
         sync_dir(&self.dir)?;
         tail.pos = to;

@@ -18,10 +18,11 @@ pub fn spawn(
         loop {
             let addr = store.master_ha_addr();
             if !addr.is_empty()
-                && let Err(e) = run_once(&store, &addr).await {
-                    tracing::warn!(master = %addr, "replication: {e}");
-                    store.set_master_state(&addr, false);
-                }
+                && let Err(e) = run_once(&store, &addr).await
+            {
+                tracing::warn!(master = %addr, "replication: {e}");
+                store.set_master_state(&addr, false);
+            }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 _ = shutdown.changed() => break,
