@@ -112,6 +112,11 @@ async fn slaves_hold_byte_identical_logs_and_topology_is_visible() {
         "{ha}"
     );
     // Topic configuration replicated with the log: the slave knows the topic.
+    let metrics = http_get(c.b.port(4), "/metrics").await;
+    assert!(
+        metrics.contains("rocketmq_ha_slave_behind_bytes{"),
+        "replication lag exported:\n{metrics}"
+    );
     let st = c.status("broker-a-s");
     assert_eq!(st.get("brokerRole").map(String::as_str), Some("SLAVE"));
     assert!(p.shutdown().await.is_ok());
@@ -351,4 +356,19 @@ async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
             std::panic::resume_unwind(e.into_panic());
         }
     }
+}
+
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("metrics port");
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    buf
 }

@@ -55,6 +55,7 @@ pub async fn run(
             }
         })
     };
+    let _lag_gauge = ha_lag_gauge(&store);
     let ha = start_replication(&store, bind_host, shutdown.clone()).await?;
     if !store.is_slave() && store.had_slaves() {
         // Give returning slaves a moment to hand over what they did while we were away, before
@@ -130,4 +131,26 @@ async fn start_replication(
             tracing::error!(error = %e, "replication server failed");
         }
     }))
+}
+
+/// `rocketmq_ha_slave_behind_bytes{slave_broker_id}`: how far each connected slave is behind the
+/// master's log, sampled at scrape time (our name; Apache exports no replication lag).
+fn ha_lag_gauge(store: &Arc<Store>) -> opentelemetry::metrics::ObservableGauge<i64> {
+    let weak = Arc::downgrade(store);
+    let cfg = store.config();
+    let labels =
+        rmq_observability::node_labels(&cfg.broker_cluster_name, "broker", &cfg.broker_name);
+    rmq_observability::meter()
+        .i64_observable_gauge("rocketmq_ha_slave_behind_bytes")
+        .with_description("Bytes of the commit log a connected slave has not acknowledged yet")
+        .with_callback(move |o| {
+            if let Some(s) = weak.upgrade() {
+                for (id, lag) in s.slave_lag() {
+                    let mut attrs = labels.clone();
+                    attrs.push(opentelemetry::KeyValue::new("slave_broker_id", id));
+                    o.observe(lag, &attrs);
+                }
+            }
+        })
+        .build()
 }

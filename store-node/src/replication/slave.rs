@@ -17,11 +17,16 @@ pub fn spawn(
     tokio::spawn(async move {
         loop {
             let addr = store.master_ha_addr();
-            if !addr.is_empty()
-                && let Err(e) = run_once(&store, &addr).await
-            {
-                tracing::warn!(master = %addr, "replication: {e}");
-                store.set_master_state(&addr, false);
+            if !addr.is_empty() {
+                tokio::select! {
+                    r = run_once(&store, &addr) => {
+                        if let Err(e) = r {
+                            tracing::warn!(master = %addr, "replication: {e}");
+                            store.set_master_state(&addr, false);
+                        }
+                    }
+                    _ = shutdown.changed() => break,
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
