@@ -46,6 +46,8 @@ enum Cmd {
     W4,
     W5,
     W6,
+    /// Sync vs async replication (a master plus a slave process).
+    W7,
     W8,
     W9,
     W10,
@@ -69,6 +71,7 @@ struct Bench {
 
 #[derive(Clone, Copy)]
 enum Sys {
+    Repl(systems::Replication),
     Ours(Flush),
     Split(Flush),
     Echo,
@@ -79,6 +82,7 @@ impl Bench {
     fn start(&self, s: Sys) -> Result<System, String> {
         match s {
             Sys::Ours(f) => systems::ours_standalone(&self.cli.scratch, BASE, f, None),
+            Sys::Repl(r) => systems::ours_replicated(&self.cli.scratch, BASE, r, true),
             Sys::Split(f) => systems::ours_split(&self.cli.scratch, BASE, f),
             Sys::Echo => systems::grpc_echo(&self.cli.scratch, BASE),
             Sys::Nats(f) => systems::nats(&self.cli.scratch, BASE, f),
@@ -337,6 +341,112 @@ impl Bench {
         }
     }
 
+    async fn w7(&mut self) {
+        use systems::Replication::{Async, Sync};
+        self.closed("W7", &[Sys::Repl(Async), Sys::Repl(Sync)], 64, 1, 1024)
+            .await;
+        // Replication lag under W1 load (ASYNC_MASTER), sampled every 50 ms.
+        for rep in 1..=self.cli.reps {
+            let Ok(sys) = self.start(Sys::Repl(Async)) else {
+                return;
+            };
+            let cpu0 = sys.cpu_us();
+            let load = tokio::spawn(workloads::closed_loop(
+                Target::V2 {
+                    port: sys.port,
+                    batch: 1,
+                },
+                64,
+                1024,
+                self.dur(),
+            ));
+            let mut run = Run::default();
+            let end = Instant::now() + self.dur();
+            while Instant::now() < end {
+                let lag =
+                    tokio::task::spawn_blocking(|| systems::runtime_value(BASE + 1, "haSlaves"))
+                        .await
+                        .ok()
+                        .flatten();
+                if let Some(l) =
+                    lag.and_then(|s| s.split(',').nth(3).and_then(|v| v.parse::<u64>().ok()))
+                {
+                    let _ = run.hist.record(l.max(1));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let sent = load.await.map(|r| r.msgs).unwrap_or(0);
+            run.msgs = sent;
+            run.elapsed = self.dur();
+            run.extra = "latency columns are replication lag in BYTES, sampled every 50 ms".into();
+            self.record(
+                "W7-lag",
+                "ASYNC_MASTER, 64 senders; p50/p99 = slave lag in bytes",
+                &sys,
+                rep,
+                &run,
+                cpu0,
+            );
+        }
+        // Catch-up: an empty slave copies a 300 MB log.
+        for rep in 1..=self.cli.reps {
+            let Ok(mut sys) = systems::ours_replicated(&self.cli.scratch, BASE, Async, false)
+            else {
+                return;
+            };
+            if systems::runtime_value(BASE + 1, "commitLogMaxOffset").is_none() {
+                return;
+            }
+            let _ = std::process::Command::new(systems::sibling("mqadmin"))
+                .args([
+                    "updateTopic",
+                    "-n",
+                    &format!("127.0.0.1:{BASE}"),
+                    "-c",
+                    "DefaultCluster",
+                    "-t",
+                    systems::TOPIC,
+                ])
+                .output();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if workloads::preload(sys.port, 300_000, 1024).await.is_err() {
+                return;
+            }
+            let end: i64 = systems::runtime_value(BASE + 1, "commitLogMaxOffset")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let t0 = Instant::now();
+            if systems::start_slave_for(&mut sys, BASE).is_err() {
+                return;
+            }
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while Instant::now() < deadline {
+                let s: i64 = systems::runtime_value(BASE + 5, "commitLogMaxOffset")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if s >= end {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let mut run = Run {
+                msgs: 300_000,
+                bytes: end as u64,
+                elapsed: t0.elapsed(),
+                ..Run::default()
+            };
+            run.extra = format!("{end} bytes copied");
+            self.record(
+                "W7-catchup",
+                "empty slave copies a 300k x 1 KiB log",
+                &sys,
+                rep,
+                &run,
+                0,
+            );
+        }
+    }
+
     async fn w8(&mut self) {
         for n in [1usize, 64] {
             self.closed(
@@ -537,6 +647,18 @@ impl Bench {
             .zip(g("W8", p64, "ours", rate))
             .map(|(a, b)| (a / b, format!("{a:.0} / {b:.0} msg/s = {:.2}×", a / b)));
         line("W8 split keeps ≥ 0.7× standalone", r, &|v| v >= 0.7);
+        let r = g("W7", p64, "ours-sync-master", rate)
+            .zip(g("W7", p64, "ours-async-master", rate))
+            .map(|(a, b)| (a / b, format!("{a:.0} / {b:.0} msg/s = {:.2}×", a / b)));
+        line("W7 SYNC_MASTER ≥ 0.7× ASYNC_MASTER", r, &|v| v >= 0.7);
+        let r = g(
+            "W7-catchup",
+            "empty slave copies a 300k x 1 KiB log",
+            "ours-async-master",
+            |r| r.mb_per_s,
+        )
+        .map(|v| (v, format!("{v:.0} MB/s")));
+        line("slave catch-up ≥ 200 MB/s", r, &|v| v >= 200.0);
         let r = g("W1", p64, "ours", |r| r.server_cpu_us_per_msg)
             .map(|v| (v, format!("{v:.1} µs/msg")));
         line("send path ≤ 15 µs server CPU per message", r, &|v| {
@@ -597,6 +719,7 @@ fn main() {
             Cmd::W4 => b.w4().await,
             Cmd::W5 => b.w5().await,
             Cmd::W6 => b.w6(300_000).await,
+            Cmd::W7 => b.w7().await,
             Cmd::W8 => b.w8().await,
             Cmd::W9 => b.w9().await,
             Cmd::W10 => b.w10().await,
@@ -608,6 +731,7 @@ fn main() {
                 b.w4().await;
                 b.w5().await;
                 b.w6(300_000).await;
+                b.w7().await;
                 b.w8().await;
                 b.w10().await;
             }

@@ -357,3 +357,135 @@ pub fn nats(scratch: &Path, base: u16, flush: Flush) -> Result<System, String> {
         dir,
     })
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replication {
+    Async,
+    Sync,
+}
+
+/// `rmq standalone` as a replica-group master plus a `rmq store` slave process.
+pub fn ours_replicated(
+    scratch: &Path,
+    base: u16,
+    repl: Replication,
+    start_slave: bool,
+) -> Result<System, String> {
+    let dir = fresh_dir(scratch, "ours-repl");
+    let role = match repl {
+        Replication::Async => "brokerRole=ASYNC_MASTER",
+        Replication::Sync => "brokerRole=SYNC_MASTER",
+    };
+    let args: Vec<String> = [
+        "standalone",
+        "--bind",
+        "127.0.0.1",
+        "--data-dir",
+        &dir.join("data").display().to_string(),
+        "--namesrv-port",
+        &base.to_string(),
+        "--proxy-port",
+        &(base + 3).to_string(),
+        "--metrics-port",
+        &(base + 4).to_string(),
+        "--set",
+        &format!("listenPort={}", base + 1),
+        "--set",
+        "brokerIP1=127.0.0.1",
+        "--set",
+        "brokerName=broker-a",
+        "--set",
+        role,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let master =
+        spawn(&sibling("rmq"), &args, &dir.join("master.log")).map_err(|e| e.to_string())?;
+    if !wait_port(base + 3, Duration::from_secs(20)) {
+        return Err("replicated master did not start".into());
+    }
+    let mut sys = System {
+        name: match repl {
+            Replication::Async => "ours-async-master".into(),
+            Replication::Sync => "ours-sync-master".into(),
+        },
+        procs: vec![master],
+        port: base + 3,
+        namesrv_port: base,
+        contract: match repl {
+            Replication::Async => {
+                "flush=ASYNC replication=ASYNC: ack = in master page cache".into()
+            }
+            Replication::Sync => {
+                "flush=ASYNC replication=SYNC: ack = in master and slave page cache".into()
+            }
+        },
+        dir,
+    };
+    if start_slave {
+        start_slave_for(&mut sys, base)?;
+        create_topic(base, 8)?;
+    }
+    Ok(sys)
+}
+
+/// Starts the slave process of `ours_replicated` and waits until it is connected.
+pub fn start_slave_for(sys: &mut System, base: u16) -> Result<(), String> {
+    let args: Vec<String> = [
+        "store",
+        "--bind",
+        "127.0.0.1",
+        "-n",
+        &format!("127.0.0.1:{base}"),
+        "--set",
+        &format!("listenPort={}", base + 5),
+        "--set",
+        "brokerIP1=127.0.0.1",
+        "--set",
+        "brokerName=broker-a",
+        "--set",
+        "brokerId=1",
+        "--set",
+        "brokerRole=SLAVE",
+        "--set",
+        &format!("haMasterAddress=127.0.0.1:{}", base + 2),
+        "--set",
+        &format!("storePathRootDir={}", sys.dir.join("slave").display()),
+        "--set",
+        &format!("metricsPromExporterPort={}", base + 6),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let slave =
+        spawn(&sibling("rmq"), &args, &sys.dir.join("slave.log")).map_err(|e| e.to_string())?;
+    sys.procs.push(slave);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while runtime_value(base + 1, "haSlaves").is_none_or(|s| s.is_empty()) {
+        if Instant::now() > deadline {
+            return Err("slave never connected".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// One key of a store node's runtime info, through `mqadmin brokerStatus`.
+pub fn runtime_value(store_port: u16, key: &str) -> Option<String> {
+    let out = Command::new(sibling("mqadmin"))
+        .args([
+            "brokerStatus",
+            "-n",
+            "127.0.0.1:1",
+            "-b",
+            &format!("127.0.0.1:{store_port}"),
+        ])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        l.split_once(':')
+            .filter(|(k, _)| k.trim() == key)
+            .map(|(_, v)| v.trim().to_string())
+    })
+}

@@ -459,3 +459,40 @@ async fn async_master_loses_at_most_the_reported_lag() {
         lost_before.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sync_master_sends_share_replication_round_trips() {
+    let c = Cluster2m2s::start(&[]);
+    setup(&c);
+    let round_trips = |node: &str| -> u64 {
+        c.status(node)
+            .get("haRoundTrips")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = round_trips("broker-a") + round_trips("broker-b");
+    let p = Arc::new(producer(&c.proxy(0)).await);
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20 {
+                let m = MessageBuilder::builder()
+                    .set_topic(TOPIC)
+                    .set_body(format!("batch-{t}-{i}").into_bytes())
+                    .build()
+                    .unwrap();
+                p.send(m).await.expect("sync-master send");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let trips = round_trips("broker-a") + round_trips("broker-b") - before;
+    eprintln!("320 SYNC_MASTER sends took {trips} replication round trips");
+    assert!(
+        trips < 320,
+        "concurrent sends ride shared replication round trips ({trips} for 320 messages)"
+    );
+}
