@@ -466,28 +466,8 @@ impl Bench {
             let _ = std::fs::remove_dir_all(&dir);
             let _ = std::fs::create_dir_all(&dir);
             let t0 = Instant::now();
-            let args: Vec<String> = [
-                "standalone",
-                "--bind",
-                "127.0.0.1",
-                "--data-dir",
-                &dir.join("data").display().to_string(),
-                "--namesrv-port",
-                &BASE.to_string(),
-                "--proxy-port",
-                &(BASE + 3).to_string(),
-                "--metrics-port",
-                &(BASE + 4).to_string(),
-                "--set",
-                &format!("listenPort={}", BASE + 1),
-                "--set",
-                "brokerIP1=127.0.0.1",
-                "--set",
-                "autoCreateTopicEnable=true",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+            let args: Vec<String> =
+                systems::standalone_args(&dir, BASE, &["autoCreateTopicEnable=true"]);
             let Ok(child) = std::process::Command::new(systems::sibling("rmq"))
                 .args(&args)
                 .stdout(std::process::Stdio::null())

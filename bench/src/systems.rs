@@ -143,6 +143,33 @@ fn create_topic(namesrv: u16, queues: u32) -> Result<(), String> {
     Err("route never appeared".into())
 }
 
+/// Arguments of `rmq standalone` on loopback ports `base..base+4`, data in `dir/data`, plus
+/// `--set` overrides.
+pub fn standalone_args(dir: &Path, base: u16, sets: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "standalone".into(),
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--data-dir".into(),
+        dir.join("data").display().to_string(),
+        "--namesrv-port".into(),
+        base.to_string(),
+        "--proxy-port".into(),
+        (base + 3).to_string(),
+        "--metrics-port".into(),
+        (base + 4).to_string(),
+        "--set".into(),
+        format!("listenPort={}", base + 1),
+        "--set".into(),
+        "brokerIP1=127.0.0.1".into(),
+    ];
+    for s in sets {
+        args.push("--set".into());
+        args.push((*s).to_string());
+    }
+    args
+}
+
 /// `rmq standalone` (proxy calls the store in-process).
 pub fn ours_standalone(
     scratch: &Path,
@@ -154,28 +181,7 @@ pub fn ours_standalone(
         Some(d) => d.to_path_buf(),
         None => fresh_dir(scratch, "ours"),
     };
-    let args: Vec<String> = [
-        "standalone",
-        "--bind",
-        "127.0.0.1",
-        "--data-dir",
-        &dir.join("data").display().to_string(),
-        "--namesrv-port",
-        &base.to_string(),
-        "--proxy-port",
-        &(base + 3).to_string(),
-        "--metrics-port",
-        &(base + 4).to_string(),
-        "--set",
-        &format!("listenPort={}", base + 1),
-        "--set",
-        "brokerIP1=127.0.0.1",
-        "--set",
-        flush_key(flush),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args: Vec<String> = standalone_args(&dir, base, &[flush_key(flush)]);
     let p = spawn(&sibling("rmq"), &args, &dir.join("rmq.log")).map_err(|e| e.to_string())?;
     if !wait_port(base + 3, Duration::from_secs(20)) {
         return Err(format!(
@@ -376,30 +382,7 @@ pub fn ours_replicated(
         Replication::Async => "brokerRole=ASYNC_MASTER",
         Replication::Sync => "brokerRole=SYNC_MASTER",
     };
-    let args: Vec<String> = [
-        "standalone",
-        "--bind",
-        "127.0.0.1",
-        "--data-dir",
-        &dir.join("data").display().to_string(),
-        "--namesrv-port",
-        &base.to_string(),
-        "--proxy-port",
-        &(base + 3).to_string(),
-        "--metrics-port",
-        &(base + 4).to_string(),
-        "--set",
-        &format!("listenPort={}", base + 1),
-        "--set",
-        "brokerIP1=127.0.0.1",
-        "--set",
-        "brokerName=broker-a",
-        "--set",
-        role,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args: Vec<String> = standalone_args(&dir, base, &["brokerName=broker-a", role]);
     let master =
         spawn(&sibling("rmq"), &args, &dir.join("master.log")).map_err(|e| e.to_string())?;
     if !wait_port(base + 3, Duration::from_secs(20)) {

@@ -399,18 +399,9 @@ async fn update_topic(m: &ArgMatches) -> Res<()> {
         attributes: attrs.clone().into_iter().collect(),
         order,
     };
-    let targets: Vec<String> = match (
-        m.get_one::<String>("brokerAddr"),
-        m.get_one::<String>("clusterName"),
-    ) {
-        (Some(b), _) => vec![b.clone()],
-        (None, Some(c)) => masters_of(m, c)
-            .await?
-            .into_iter()
-            .map(|b| b.addr)
-            .collect(),
-        _ => return Err("either -b or -c is required".into()),
-    };
+    let targets = admin_targets(m)
+        .await?
+        .ok_or("either -b or -c is required")?;
     for addr in targets {
         let r = store(&addr)
             .await?
@@ -645,7 +636,9 @@ async fn topic_status(m: &ArgMatches) -> Res<()> {
     Ok(())
 }
 
-async fn group_targets(m: &ArgMatches) -> Res<Option<Vec<String>>> {
+/// The store nodes a `-b addr` or `-c cluster` command acts on (a cluster means its masters);
+/// `None` when neither flag was given.
+async fn admin_targets(m: &ArgMatches) -> Res<Option<Vec<String>>> {
     Ok(
         match (
             m.get_one::<String>("brokerAddr"),
@@ -670,7 +663,7 @@ async fn update_sub_group(m: &ArgMatches) -> Res<()> {
         .cloned()
         .unwrap_or_default();
     rmq_common::validate::check_group(&group)?;
-    let Some(targets) = group_targets(m).await? else {
+    let Some(targets) = admin_targets(m).await? else {
         let _ = commands()
             .into_iter()
             .find(|c| c.get_name() == "updateSubGroup")
@@ -720,7 +713,7 @@ async fn delete_sub_group(m: &ArgMatches) -> Res<()> {
         .cloned()
         .unwrap_or_default();
     let cluster = m.get_one::<String>("clusterName").cloned();
-    let Some(targets) = group_targets(m).await? else {
+    let Some(targets) = admin_targets(m).await? else {
         return Err("either -b or -c is required".into());
     };
     for addr in targets {
@@ -976,23 +969,12 @@ async fn broker_status(m: &ArgMatches) -> Res<()> {
 }
 
 async fn ha_status(m: &ArgMatches) -> Res<()> {
-    let targets: Vec<String> = match (
-        m.get_one::<String>("brokerAddr"),
-        m.get_one::<String>("clusterName"),
-    ) {
-        (Some(b), _) => vec![b.clone()],
-        (None, Some(c)) => masters_of(m, c)
-            .await?
+    let Some(targets) = admin_targets(m).await? else {
+        let _ = commands()
             .into_iter()
-            .map(|b| b.addr)
-            .collect(),
-        _ => {
-            let _ = commands()
-                .into_iter()
-                .find(|c| c.get_name() == "haStatus")
-                .map(|mut c| c.print_help());
-            return Ok(());
-        }
+            .find(|c| c.get_name() == "haStatus")
+            .map(|mut c| c.print_help());
+        return Ok(());
     };
     for addr in targets {
         let info = runtime(&addr).await;
