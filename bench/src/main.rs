@@ -5,6 +5,7 @@
 
 mod drivers;
 mod measure;
+mod profile;
 mod systems;
 mod workloads;
 
@@ -55,6 +56,11 @@ enum Cmd {
     All,
     /// A few seconds per path; fails on any error or lost message.
     Smoke,
+    /// One workload shape with the servers under callgrind (instruction counts per message).
+    Profile {
+        #[arg(value_enum)]
+        shape: profile::Shape,
+    },
     /// Internal: the no-op gRPC server used as the protocol ceiling.
     EchoServer {
         port: u16,
@@ -728,6 +734,14 @@ fn main() {
                 b.w9().await;
             }
             Cmd::EchoServer { .. } => {}
+            Cmd::Profile { shape } => {
+                let (scratch, secs) = (b.cli.scratch.clone(), b.cli.secs);
+                if let Err(e) = profile::run(shape, &scratch, BASE, secs).await {
+                    eprintln!("profile failed: {e}");
+                    return 1;
+                }
+                return 0;
+            }
         }
         let probe_after = measure::fsync_probe(&b.cli.scratch, 200);
         println!("\n{}", b.summary());

@@ -29,8 +29,28 @@ pub fn wait_port(port: u16, budget: Duration) -> bool {
 
 pub struct Proc(pub Child);
 
+/// A command every system process is started under (`rmq-bench profile` sets valgrind's
+/// callgrind here); empty: started directly.
+pub static WRAP: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+fn wrapped() -> bool {
+    WRAP.get().is_some_and(|w| !w.is_empty())
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
+        if wrapped() {
+            // A profiler writes its output at exit: ask politely, then insist.
+            // SAFETY: kill(2) on our own child's pid has no memory effects.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if matches!(self.0.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -39,7 +59,16 @@ impl Drop for Proc {
 fn spawn(bin: &Path, args: &[String], log: &Path) -> std::io::Result<Proc> {
     let out = std::fs::File::create(log)?;
     let err = out.try_clone()?;
-    let child = Command::new(bin)
+    let wrap = WRAP.get().filter(|w| !w.is_empty());
+    let mut cmd = match wrap {
+        Some(w) => {
+            let mut c = Command::new(&w[0]);
+            c.args(&w[1..]).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    let child = cmd
         .args(args)
         .env_remove("NAMESRV_ADDR")
         .env("RUST_LOG", "warn")

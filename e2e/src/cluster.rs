@@ -65,7 +65,7 @@ impl Cluster2m2s {
         self.dir.path().join(node)
     }
 
-    /// Starts everything. `role_override` replaces brokerRole in the master files (e.g. ASYNC_MASTER).
+    /// Starts everything. `overrides` set keys in the masters' files (e.g. brokerRole=ASYNC_MASTER).
     pub fn start(overrides: &[(&str, &str)]) -> Self {
         let a = PortSlot::acquire();
         let b = PortSlot::acquire();
@@ -142,8 +142,12 @@ impl Cluster2m2s {
         let root = self.store_dir(node);
         let i = NODES.iter().position(|n| *n == node).expect("node") as u16;
         let mut out = String::new();
+        let mut seen: Vec<&str> = Vec::new();
         for line in seed.lines() {
             let key = line.split('=').next().unwrap_or("").trim();
+            if !line.trim_start().starts_with('#') {
+                seen.push(key);
+            }
             let replaced = match key {
                 "brokerIP1" | "brokerIP2" => Some("127.0.0.1".to_string()),
                 "namesrvAddr" => Some(self.namesrv_list()),
@@ -168,6 +172,14 @@ impl Cluster2m2s {
                 _ => {
                     out.push_str(line);
                     out.push('\n');
+                }
+            }
+        }
+        if !node.ends_with("-s") {
+            // Keys the seed lacks are added, as an operator would append a line.
+            for (k, v) in &self.overrides {
+                if !seen.contains(&k.as_str()) {
+                    out.push_str(&format!("{k}={v}\n"));
                 }
             }
         }

@@ -268,10 +268,11 @@ async fn sync_master_killed_under_load_loses_nothing() {
 async fn sync_master_without_its_slave_never_acknowledges_alone() {
     let mut c = Cluster2m2s::start(&[]);
     setup(&c);
+    let p = producer(&c.proxy(0)).await;
+    let early: HashSet<String> = send_n(&p, 40, "Early").await.into_iter().collect();
     c.kill9("broker-b-s");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = c.max_offset("broker-b");
-    let p = producer(&c.proxy(0)).await;
     let ids = send_n(&p, 40, "NoSlave").await;
     assert_eq!(
         ids.len(),
@@ -283,6 +284,29 @@ async fn sync_master_without_its_slave_never_acknowledges_alone() {
         before,
         "broker-b stored nothing without its slave"
     );
+    // Consumption is not a send: acks on broker-b stand without its slave (as Apache accepts
+    // an ack under SLAVE_NOT_AVAILABLE), so its backlog still drains.
+    let cons = consumer(&c.proxy(1), "NoSlaveGroup").await;
+    let mut drained = HashSet::new();
+    for _ in 0..20 {
+        if drained.len() >= early.len() {
+            break;
+        }
+        let got = cons
+            .receive_with(
+                TOPIC,
+                &FilterExpression::new(FilterType::Tag, "Early"),
+                32,
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap_or_default();
+        for m in got {
+            cons.ack(&m).await.expect("ack without the slave");
+            drained.insert(m.message_id().to_string());
+        }
+    }
+    assert_eq!(drained, early, "both groups' backlog consumed and acked");
     c.start_node("broker-b-s");
     let deadline = Instant::now() + Duration::from_secs(20);
     while c
@@ -346,6 +370,81 @@ async fn slaves_catch_up_after_restart_and_wipe_and_a_lost_namesrv_goes_unnotice
         }
     }
     assert_eq!(n, 130, "everything consumed with one name server gone");
+    for slave in ["broker-a-s", "broker-b-s"] {
+        assert_eq!(
+            slave_reads(&c, slave),
+            0,
+            "without slaveReadEnable a slave serves no reads while its master is up"
+        );
+    }
+}
+
+fn slave_reads(c: &Cluster2m2s, node: &str) -> u64 {
+    c.status(node)
+        .get("slaveReadTotal")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `slaveReadEnable=true` with `accessMessageInMemoryMaxRatio=0` on the masters: every message
+/// counts as far behind, so while the masters are up their slaves serve the bytes (the masters
+/// keep the POP state). A slave lost mid-way is replaced by its master without losing anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slave_read_enable_serves_a_far_behind_consumer_from_the_slaves() {
+    let mut c = Cluster2m2s::start(&[
+        ("slaveReadEnable", "true"),
+        ("accessMessageInMemoryMaxRatio", "0"),
+    ]);
+    setup(&c);
+    let p = producer(&c.proxy(0)).await;
+    let far = send_n(&p, 160, "Far").await;
+    send_n(&p, 40, "Other").await;
+    for (m, s) in [("broker-a", "broker-a-s"), ("broker-b", "broker-b-s")] {
+        c.wait_caught_up(m, s);
+    }
+    let expected: HashMap<String, String> = far
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), format!("Far-{i}")))
+        .collect();
+    let cons = consumer(&c.proxy(1), "FarBehind").await;
+    let mut got: HashMap<String, String> = HashMap::new();
+    let receive = async |until: usize, got: &mut HashMap<String, String>| {
+        for _ in 0..40 {
+            if got.len() >= until {
+                break;
+            }
+            let batch = cons
+                .receive_with(
+                    TOPIC,
+                    &FilterExpression::new(FilterType::Tag, "Far"),
+                    16,
+                    Duration::from_secs(30),
+                )
+                .await
+                .unwrap_or_default();
+            for m in batch {
+                assert_eq!(m.tag(), Some("Far"), "tag filter holds");
+                let body = String::from_utf8(m.body().to_vec()).expect("utf-8 body");
+                got.insert(m.message_id().to_string(), body);
+                cons.ack(&m).await.expect("ack");
+            }
+        }
+    };
+    receive(80, &mut got).await;
+    let served = slave_reads(&c, "broker-a-s") + slave_reads(&c, "broker-b-s");
+    assert!(
+        served as usize >= got.len() && got.len() >= 80,
+        "the slaves served the far-behind reads: {served} of {} received",
+        got.len()
+    );
+    c.kill9("broker-a-s");
+    receive(expected.len(), &mut got).await;
+    assert_eq!(
+        got, expected,
+        "every Far message delivered, bodies intact, the slave's loss notwithstanding"
+    );
+    assert!(p.shutdown().await.is_ok());
 }
 
 async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {

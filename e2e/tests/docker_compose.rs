@@ -100,6 +100,34 @@ async fn compose_2m2s_survives_docker_kill_of_a_master() {
         "image build failed:\n{}",
         String::from_utf8_lossy(&build.stderr)
     );
+    // Both Compose generations accept the file (the scenario below runs on one of them).
+    for tool in [&["docker", "compose"][..], &["docker-compose"][..]] {
+        let Ok(o) = Command::new(tool[0])
+            .args(&tool[1..])
+            .args(["config", "-q"])
+            .current_dir(root())
+            .output()
+        else {
+            eprintln!(
+                "{} is not installed; its config check is skipped",
+                tool.join(" ")
+            );
+            continue;
+        };
+        let err = String::from_utf8_lossy(&o.stderr);
+        if err.contains("unknown command") || err.contains("is not a docker command") {
+            eprintln!(
+                "{} is not installed; its config check is skipped",
+                tool.join(" ")
+            );
+            continue;
+        }
+        assert!(
+            o.status.success(),
+            "{} config rejects compose.yaml:\n{err}",
+            tool.join(" ")
+        );
+    }
     let _ = compose(&["down", "-v", "--remove-orphans"]);
     let _down = Down;
     compose_ok(&["up", "-d"]);

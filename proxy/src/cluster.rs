@@ -10,7 +10,7 @@ use rmq_proto::store::store_service_server::StoreService;
 use rmq_proto::store::{
     AckRequest, AckResponse, AppendRequest, AppendResponse, ChangeInvisibleRequest,
     ChangeInvisibleResponse, GetGroupRequest, GetGroupResponse, GetTopicRequest, GetTopicResponse,
-    PopRequest, PopResponse,
+    PopRequest, PopResponse, ReadRecordsRequest, ReadRecordsResponse,
 };
 use rmq_proto::v2::Code;
 use std::collections::HashMap;
@@ -50,6 +50,7 @@ macro_rules! store_call {
 impl StoreClient {
     store_call!(append, AppendRequest, AppendResponse);
     store_call!(pop, PopRequest, PopResponse);
+    store_call!(read_records, ReadRecordsRequest, ReadRecordsResponse);
     store_call!(ack, AckRequest, AckResponse);
     store_call!(
         change_invisible,

@@ -7,6 +7,7 @@ pub mod config;
 pub mod context;
 pub mod convert;
 pub mod error;
+pub mod replica_read;
 pub mod service;
 pub mod sessions;
 pub mod telemetry;

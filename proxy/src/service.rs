@@ -471,6 +471,7 @@ impl Messaging {
             ProxyError::StoreUnavailable(format!("no replica of {broker} is available"))
         })?;
         let store = self.cluster.store(addr)?;
+        let tags_requested = tags.clone();
         let pop = PopRequest {
             group: group.clone(),
             topic: topic.clone(),
@@ -495,8 +496,37 @@ impl Messaging {
             }
         };
         check(&resp.result)?;
-        let mut out = Vec::with_capacity(resp.messages.len());
-        for m in resp.messages {
+        let mut messages = resp.messages;
+        if messages.iter().any(|m| m.record_on_replica) {
+            crate::replica_read::fill_records(
+                &self.cluster,
+                &route,
+                &broker,
+                &store,
+                resp.replica_broker_id,
+                &mut messages,
+                STORE_TIMEOUT,
+            )
+            .await;
+            crate::replica_read::drop_tag_collisions(
+                &store,
+                &group,
+                &topic,
+                &tags_requested,
+                &mut messages,
+                STORE_TIMEOUT,
+            )
+            .await;
+        }
+        let mut out = Vec::with_capacity(messages.len());
+        for m in messages {
+            if m.record_on_replica {
+                tracing::warn!(
+                    offset = m.commit_log_offset,
+                    "record unreadable on every replica; it becomes visible again later"
+                );
+                continue;
+            }
             let handle = ReceiptHandle {
                 token: m.token,
                 pop_time_ms: m.pop_time_ms,

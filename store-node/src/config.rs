@@ -55,6 +55,12 @@ pub struct StoreConfig {
     pub ha_master_address: String,
     /// How long a SYNC_MASTER send waits for its slave (Apache's `slaveTimeout`).
     pub slave_timeout_ms: u64,
+    /// Serve a consumer that is far behind from a slave's copy while the master is up
+    /// (Apache's `slaveReadEnable`): the master still owns the POP state, the slave reads the bytes.
+    pub slave_read_enable: bool,
+    /// "Far behind": more than this percentage of physical memory between the message and the
+    /// log's end, i.e. likely no longer in the page cache (Apache's `accessMessageInMemoryMaxRatio`).
+    pub access_message_in_memory_max_ratio: u64,
 }
 
 impl Default for StoreConfig {
@@ -84,6 +90,8 @@ impl Default for StoreConfig {
             metrics_prom_exporter_port: 5557,
             ha_master_address: String::new(),
             slave_timeout_ms: 3000,
+            slave_read_enable: false,
+            access_message_in_memory_max_ratio: 40,
         }
     }
 }
@@ -127,6 +135,10 @@ pub const HONOURED_KEYS: &[&str] = &[
     "registerNameServerPeriod",
     "brokerPermission",
     "metricsPromExporterPort",
+    "haMasterAddress",
+    "slaveTimeout",
+    "slaveReadEnable",
+    "accessMessageInMemoryMaxRatio",
 ];
 
 /// RocketMQ keys we accept without acting on them yet (no warning: they are legitimate).
@@ -149,7 +161,6 @@ pub const ACCEPTED_KEYS: &[&str] = &[
     "checkTransactionMessageEnable",
     "sendMessageThreadPoolNums",
     "pullMessageThreadPoolNums",
-    "slaveReadEnable",
     "transientStorePoolEnable",
     "messageIndexEnable",
     "enablePropertyFilter",
@@ -245,6 +256,11 @@ impl StoreConfig {
                 "metricsPromExporterPort" => self.metrics_prom_exporter_port = port(k, v)?,
                 "haMasterAddress" => self.ha_master_address = v.into(),
                 "slaveTimeout" => self.slave_timeout_ms = num("expected ms")?.max(1) as u64,
+                "slaveReadEnable" => self.slave_read_enable = boolean()?,
+                "accessMessageInMemoryMaxRatio" => {
+                    self.access_message_in_memory_max_ratio =
+                        num("expected a percentage")?.clamp(0, 100) as u64
+                }
                 _ if ACCEPTED_KEYS.contains(&k) => {}
                 _ => unknown.push(k.to_string()),
             }

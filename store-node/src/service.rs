@@ -150,6 +150,7 @@ impl StoreService for StoreGrpc {
         match self.store.pop(pr).await {
             Ok(ds) => reply(PopResponse {
                 result: ok(),
+                replica_broker_id: ds.iter().find_map(|d| d.on_replica).unwrap_or(0),
                 messages: ds
                     .into_iter()
                     .map(|d| PoppedMessage {
@@ -161,14 +162,34 @@ impl StoreService for StoreGrpc {
                         token: d.token,
                         pop_time_ms: d.pop_time_ms,
                         invisible_ms: d.invisible_ms,
+                        record_on_replica: d.on_replica.is_some(),
+                        record_size: d.size,
                     })
                     .collect(),
             }),
             Err(e) => reply(PopResponse {
                 result: fail(&e),
                 messages: vec![],
+                replica_broker_id: 0,
             }),
         }
+    }
+
+    async fn read_records(
+        &self,
+        req: Request<ReadRecordsRequest>,
+    ) -> std::result::Result<Response<ReadRecordsResponse>, Status> {
+        let r = req.into_inner();
+        let refs: Vec<(i64, i32)> = r
+            .refs
+            .iter()
+            .map(|x| (x.commit_log_offset, x.size))
+            .collect();
+        let records = self.store.read_records(&refs);
+        reply(ReadRecordsResponse {
+            result: ok(),
+            records,
+        })
     }
 
     async fn ack(

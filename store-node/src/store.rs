@@ -64,6 +64,9 @@ pub struct Delivery {
     pub token: u64,
     pub pop_time_ms: i64,
     pub invisible_ms: i64,
+    pub size: i32,
+    /// slaveReadEnable: `record` is empty and this slave (brokerId) holds the bytes.
+    pub on_replica: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -114,6 +117,8 @@ pub struct Store {
     handover: Mutex<Handover>,
     /// On a slave: the master's HA address and what we know of it.
     ha: Mutex<HaView>,
+    /// slaveReadEnable: a message further than this from the log's end is read from a slave.
+    far_behind_bytes: i64,
 }
 
 #[derive(Default)]
@@ -135,6 +140,8 @@ pub struct HaView {
 pub struct Stats {
     pub put_total: AtomicU64,
     pub get_total: AtomicU64,
+    /// Records this slave served for its master's deliveries (slaveReadEnable).
+    pub slave_read_total: AtomicU64,
     pub boot_ms: AtomicU64,
     samples: Mutex<VecDeque<(i64, u64, u64)>>,
 }
@@ -211,6 +218,9 @@ impl Store {
         let sync = cfg.flush_disk_type == FlushDiskType::SyncFlush;
         let interval = Duration::from_millis(cfg.flush_interval_commit_log_ms);
         let metrics = StoreMetrics::new(&cfg);
+        let far_behind_bytes = (physical_memory_bytes()
+            .saturating_mul(cfg.access_message_in_memory_max_ratio)
+            / 100) as i64;
         let log = Arc::new(log);
         let store = Arc::new_cyclic(|weak: &Weak<Store>| {
             let w = weak.clone();
@@ -249,6 +259,7 @@ impl Store {
                 replicas: crate::replication::Tracker::default(),
                 handover: Mutex::new(handover),
                 ha: Mutex::new(ha),
+                far_behind_bytes,
             }
         });
         store
@@ -334,6 +345,23 @@ impl Store {
                 .await?;
         }
         Ok(())
+    }
+
+    /// For state changes (acks, invisibility, topics, groups): flushed locally, and replicated
+    /// when a slave is in sync; without one the change stands on the master alone, as Apache
+    /// accepts an ack under SLAVE_NOT_AVAILABLE. Losing such a change with its master costs a
+    /// redelivery, never a message, and refusing it would stall every consumer of the group.
+    async fn await_state_durable(&self, end: i64) -> Result<()> {
+        match self.await_durable(end).await {
+            Err(StoreError::HaNotAvailable | StoreError::SlaveTimeout(_)) => {
+                tracing::debug!(
+                    end,
+                    "state change kept on the master alone: no slave in sync"
+                );
+                Ok(())
+            }
+            r => r,
+        }
     }
 
     /// Flushed locally under SYNC_FLUSH (no-op under ASYNC_FLUSH).
@@ -533,7 +561,7 @@ impl Store {
                     .fetch_add(found.len() as u64, Ordering::Relaxed);
                 for d in &found {
                     self.metrics
-                        .message_out(&req.topic, &req.group, d.record.len());
+                        .message_out(&req.topic, &req.group, d.size as usize);
                 }
                 return Ok(found);
             }
@@ -606,6 +634,11 @@ impl Store {
         let now = self.clock.now();
         let mut out = Vec::new();
         let mut next_visible: Option<i64> = None;
+        // slaveReadEnable: the slave that has received the most, and the log's end.
+        let replica = (self.cfg.slave_read_enable && !self.is_slave())
+            .then(|| self.replicas.furthest())
+            .flatten();
+        let log_end = self.log.published();
         for q in order {
             if out.len() >= req.batch {
                 break;
@@ -666,10 +699,22 @@ impl Store {
                 else {
                     continue;
                 };
-                let Some(record) = self.log.read(e.phys, e.size as usize) else {
-                    continue;
+                let on_replica = replica
+                    .filter(|(_, received)| {
+                        log_end - e.phys > self.far_behind_bytes
+                            && e.phys + e.size as i64 <= *received
+                    })
+                    .map(|(id, _)| id);
+                let record = if on_replica.is_some() {
+                    // The proxy reads it from the slave and re-checks the tag string there.
+                    Vec::new()
+                } else {
+                    let Some(record) = self.log.read(e.phys, e.size as usize) else {
+                        continue;
+                    };
+                    record
                 };
-                if !req.tags.is_empty() && attempt == 1 {
+                if !req.tags.is_empty() && attempt == 1 && on_replica.is_none() {
                     // The tags code matched; compare the strings to rule out a hash collision.
                     let tag = RecordView::parse(&record)
                         .ok()
@@ -694,6 +739,8 @@ impl Store {
                     token,
                     pop_time_ms: now,
                     invisible_ms: req.invisible_ms,
+                    size: e.size as i32,
+                    on_replica,
                 });
             }
             drop(queues);
@@ -709,6 +756,34 @@ impl Store {
             }
         }
         Ok((out, next_visible))
+    }
+
+    /// Raw records by position, for a proxy serving a master's deliveries from this copy. A
+    /// position that does not hold a whole record here answers empty (the proxy then asks the
+    /// master).
+    pub fn read_records(&self, refs: &[(i64, i32)]) -> Vec<Vec<u8>> {
+        let out: Vec<Vec<u8>> = refs
+            .iter()
+            .map(|&(phys, size)| {
+                let Ok(size) = usize::try_from(size) else {
+                    return Vec::new();
+                };
+                self.log
+                    .read(phys, size)
+                    .filter(|r| {
+                        RecordView::parse(r)
+                            .is_ok_and(|v| v.total_size == size && v.physical_offset == phys)
+                    })
+                    .unwrap_or_default()
+            })
+            .collect();
+        if self.is_slave() {
+            let served = out.iter().filter(|r| !r.is_empty()).count() as u64;
+            self.stats
+                .slave_read_total
+                .fetch_add(served, Ordering::Relaxed);
+        }
+        out
     }
 
     fn check_delivery(
@@ -757,7 +832,7 @@ impl Store {
             };
             self.append_state(&mut meta, rec)?
         };
-        self.await_durable(end).await
+        self.await_state_durable(end).await
     }
 
     /// Moves a delivery's next visibility to now + `invisible_ms`, issuing a new token.
@@ -797,7 +872,7 @@ impl Store {
                 },
             )
         };
-        self.await_durable(end).await?;
+        self.await_state_durable(end).await?;
         self.notifier(topic).notify_waiters();
         Ok(nv)
     }
@@ -812,7 +887,7 @@ impl Store {
             let mut meta = self.meta.lock();
             self.append_state(&mut meta, StateRecord::Topic { cfg })?
         };
-        self.await_durable(end).await?;
+        self.await_state_durable(end).await?;
         self.topics_changed.notify_waiters();
         Ok(())
     }
@@ -845,7 +920,7 @@ impl Store {
             }
             self.append_state(&mut meta, StateRecord::TopicDelete { name: name.into() })?
         };
-        self.await_durable(end).await?;
+        self.await_state_durable(end).await?;
         self.topics_changed.notify_waiters();
         Ok(())
     }
@@ -855,7 +930,7 @@ impl Store {
             let mut meta = self.meta.lock();
             self.append_state(&mut meta, StateRecord::Group { cfg })?
         };
-        self.await_durable(end).await
+        self.await_state_durable(end).await
     }
 
     pub async fn delete_group(&self, name: &str) -> Result<()> {
@@ -866,7 +941,7 @@ impl Store {
             }
             self.append_state(&mut meta, StateRecord::GroupDelete { name: name.into() })?
         };
-        self.await_durable(end).await
+        self.await_state_durable(end).await
     }
 
     pub fn topic(&self, name: &str) -> Option<TopicCfg> {
@@ -970,6 +1045,13 @@ impl Store {
             (
                 "flushDiskType".into(),
                 format!("{:?}", self.cfg.flush_disk_type),
+            ),
+            (
+                "slaveReadTotal".into(),
+                self.stats
+                    .slave_read_total
+                    .load(Ordering::Relaxed)
+                    .to_string(),
             ),
             ("brokerRole".into(), self.cfg.broker_role.as_str().into()),
             ("brokerId".into(), self.cfg.broker_id.to_string()),
@@ -1394,4 +1476,17 @@ impl Store {
             .map(|p| (p.broker_id, end - p.acked))
             .collect()
     }
+}
+
+/// Physical memory, for `accessMessageInMemoryMaxRatio` (8 GiB where /proc cannot tell).
+fn physical_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(8 << 30)
 }

@@ -145,6 +145,16 @@ impl Tracker {
         }
     }
 
+    /// The connected slave that has received the most: (brokerId, received up to).
+    pub fn furthest(&self) -> Option<(i64, i64)> {
+        self.state
+            .lock()
+            .slaves
+            .values()
+            .max_by_key(|p| p.acked)
+            .map(|p| (p.broker_id, p.acked))
+    }
+
     pub fn snapshot(&self) -> Vec<SlaveProgress> {
         let mut v: Vec<SlaveProgress> = self.state.lock().slaves.values().cloned().collect();
         v.sort_by_key(|p| p.broker_id);
