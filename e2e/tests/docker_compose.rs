@@ -1,4 +1,5 @@
-//! `docker compose up -d` at the repository root, then produce and consume through both published
+//! With each installed Compose generation (v2 `docker compose`, Debian's 1.29 `docker-compose`):
+//! `up -d` at the repository root, then produce and consume through both published
 //! proxies, `docker kill` broker-a, check that sends and consumption continue, restart it, check
 //! that nothing acknowledged was lost, and bring everything down with its volumes. Skipped (with a
 //! message) where no Docker engine answers.
@@ -25,55 +26,72 @@ fn docker_available() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// `docker compose` (v2) when present, else Debian's `docker-compose` (1.29).
-fn compose(args: &[&str]) -> std::process::Output {
-    let v2 = Command::new("docker")
-        .args(["compose", "version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let mut cmd = if v2 {
-        let mut c = Command::new("docker");
-        c.arg("compose");
-        c
-    } else {
-        Command::new("docker-compose")
-    };
-    cmd.current_dir(root())
-        .args(["-p", PROJECT])
-        .args(args)
-        .output()
-        .expect("run compose")
-}
+/// One Compose generation: `docker compose` (v2) or Debian's `docker-compose` (1.29).
+#[derive(Clone, Copy)]
+struct Compose(&'static [&'static str]);
 
-fn compose_ok(args: &[&str]) -> String {
-    let o = compose(args);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "compose {args:?} failed:\n{text}");
-    text
-}
+const GENERATIONS: [Compose; 2] = [
+    Compose(&["docker", "compose"]),
+    Compose(&["docker-compose"]),
+];
 
-struct Down;
+impl Compose {
+    fn name(self) -> String {
+        self.0.join(" ")
+    }
 
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = compose(&["down", "-v", "--remove-orphans"]);
+    fn installed(self) -> bool {
+        Command::new(self.0[0])
+            .args(&self.0[1..])
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    fn run(self, args: &[&str]) -> std::process::Output {
+        Command::new(self.0[0])
+            .args(&self.0[1..])
+            .current_dir(root())
+            .args(["-p", PROJECT])
+            .args(args)
+            .output()
+            .expect("run compose")
+    }
+
+    fn ok(self, args: &[&str]) -> String {
+        let o = self.run(args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            o.status.success(),
+            "{} {args:?} failed:\n{text}",
+            self.name()
+        );
+        text
+    }
+
+    fn mqadmin(self, args: &[&str]) -> String {
+        let mut a = vec!["exec", "-T", "namesrv1", "/usr/local/bin/mqadmin"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["-n", "127.0.0.1:9876"]);
+        let o = self.run(&a);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
     }
 }
 
-fn mqadmin(args: &[&str]) -> String {
-    let mut a = vec!["exec", "-T", "namesrv1", "/usr/local/bin/mqadmin"];
-    a.extend_from_slice(args);
-    a.extend_from_slice(&["-n", "127.0.0.1:9876"]);
-    let o = compose(&a);
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+struct Down(Compose);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = self.0.run(&["down", "-v", "--remove-orphans"]);
+    }
 }
 
 fn client(url: &str) -> ClientOption {
@@ -100,41 +118,39 @@ async fn compose_2m2s_survives_docker_kill_of_a_master() {
         "image build failed:\n{}",
         String::from_utf8_lossy(&build.stderr)
     );
-    // Both Compose generations accept the file (the scenario below runs on one of them).
-    for tool in [&["docker", "compose"][..], &["docker-compose"][..]] {
-        let Ok(o) = Command::new(tool[0])
-            .args(&tool[1..])
-            .args(["config", "-q"])
-            .current_dir(root())
-            .output()
-        else {
-            eprintln!(
-                "{} is not installed; its config check is skipped",
-                tool.join(" ")
-            );
-            continue;
-        };
-        let err = String::from_utf8_lossy(&o.stderr);
-        if err.contains("unknown command") || err.contains("is not a docker command") {
-            eprintln!(
-                "{} is not installed; its config check is skipped",
-                tool.join(" ")
-            );
-            continue;
+    let installed: Vec<Compose> = GENERATIONS.into_iter().filter(|c| c.installed()).collect();
+    assert!(
+        !installed.is_empty(),
+        "a Docker engine but neither docker compose nor docker-compose"
+    );
+    for dc in GENERATIONS {
+        if !dc.installed() {
+            eprintln!("SKIPPED for {}: not installed", dc.name());
         }
-        assert!(
-            o.status.success(),
-            "{} config rejects compose.yaml:\n{err}",
-            tool.join(" ")
-        );
     }
-    let _ = compose(&["down", "-v", "--remove-orphans"]);
-    let _down = Down;
-    compose_ok(&["up", "-d"]);
+    for dc in installed {
+        eprintln!("compose scenario with {}", dc.name());
+        scenario(dc).await;
+    }
+}
+
+/// Up, produce and consume through both proxies, kill broker-a, keep going, restart it, check
+/// nothing acknowledged was lost, and bring everything down with its volumes.
+async fn scenario(dc: Compose) {
+    let o = dc.run(&["config", "-q"]);
+    assert!(
+        o.status.success(),
+        "{} config rejects compose.yaml:\n{}",
+        dc.name(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let _ = dc.run(&["down", "-v", "--remove-orphans"]);
+    let _down = Down(dc);
+    dc.ok(&["up", "-d"]);
 
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let cl = mqadmin(&["clusterList"]);
+        let cl = dc.mqadmin(&["clusterList"]);
         if ["broker-a", "broker-b"]
             .iter()
             .all(|b| cl.lines().filter(|l| l.contains(b)).count() == 2)
@@ -148,14 +164,14 @@ async fn compose_2m2s_survives_docker_kill_of_a_master() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     loop {
-        let ha = mqadmin(&["haStatus", "-c", "rocketmq-cluster"]);
+        let ha = dc.mqadmin(&["haStatus", "-c", "rocketmq-cluster"]);
         if ha.matches("#InSyncSlaveNum\t1").count() == 2 {
             break;
         }
         assert!(Instant::now() < deadline, "slaves never connected:\n{ha}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let out = mqadmin(&[
+    let out = dc.mqadmin(&[
         "updateTopic",
         "-c",
         "rocketmq-cluster",
@@ -214,7 +230,7 @@ async fn compose_2m2s_survives_docker_kill_of_a_master() {
     }
     assert!(!delivered.is_empty(), "consumption through proxy2 works");
 
-    compose_ok(&["kill", "broker-a"]);
+    dc.ok(&["kill", "broker-a"]);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut after_kill = 0;
     for i in 0..40 {
@@ -244,7 +260,7 @@ async fn compose_2m2s_survives_docker_kill_of_a_master() {
         }
     }
 
-    compose_ok(&["start", "broker-a"]);
+    dc.ok(&["start", "broker-a"]);
     let end = Instant::now() + Duration::from_secs(60);
     let mut idle = 0;
     while Instant::now() < end && (idle < 6 || !acked.iter().all(|id| delivered.contains(id))) {
