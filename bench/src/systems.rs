@@ -133,22 +133,32 @@ pub fn contract(f: Flush) -> String {
 
 fn create_topic(namesrv: u16, queues: u32) -> Result<(), String> {
     let q = queues.to_string();
-    let out = Command::new(sibling("mqadmin"))
-        .args([
-            "updateTopic",
-            "-n",
-            &format!("127.0.0.1:{namesrv}"),
-            "-c",
-            "DefaultCluster",
-            "-t",
-            TOPIC,
-            "-r",
-            &q,
-            "-w",
-            &q,
-        ])
-        .output()
-        .map_err(|e| format!("mqadmin: {e}"))?;
+    // The store registers with the name server a moment after its port opens (longer under a
+    // profiler), so "no master" is retried for a while.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let out = loop {
+        let out = Command::new(sibling("mqadmin"))
+            .args([
+                "updateTopic",
+                "-n",
+                &format!("127.0.0.1:{namesrv}"),
+                "-c",
+                "DefaultCluster",
+                "-t",
+                TOPIC,
+                "-r",
+                &q,
+                "-w",
+                &q,
+            ])
+            .output()
+            .map_err(|e| format!("mqadmin: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stderr).to_string();
+        if out.status.success() || !text.contains("no master") || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).to_string());
     }

@@ -25,7 +25,7 @@ const MAX_MESSAGE: usize = 256 * 1024 * 1024;
 /// A store node, remote or in this process.
 #[derive(Clone)]
 pub enum StoreClient {
-    Remote(StoreServiceClient<Channel>),
+    Remote(StoreServiceClient<Channel>, crate::coalesce::Coalescer),
     Local(Arc<dyn StoreService>),
 }
 
@@ -33,13 +33,14 @@ macro_rules! store_call {
     ($name:ident, $req:ty, $resp:ty) => {
         pub async fn $name(&self, req: $req, timeout: Duration) -> Result<$resp, ProxyError> {
             let mut r = tonic::Request::new(req);
-            r.set_timeout(timeout);
             let res = match self {
-                StoreClient::Remote(c) => {
+                StoreClient::Remote(c, _) => {
+                    r.set_timeout(timeout);
                     tokio::time::timeout(timeout + Duration::from_secs(1), c.clone().$name(r))
                         .await
                         .map_err(|_| ProxyError::StoreTimeout)?
                 }
+                // In-process: no deadline header to encode (callgrind: ~2k instructions a call).
                 StoreClient::Local(s) => s.$name(r).await,
             };
             Ok(res?.into_inner())
@@ -48,7 +49,18 @@ macro_rules! store_call {
 }
 
 impl StoreClient {
-    store_call!(append, AppendRequest, AppendResponse);
+    /// Sends to a remote node ride shared RPCs (see `coalesce`).
+    pub async fn append(
+        &self,
+        req: AppendRequest,
+        timeout: Duration,
+    ) -> Result<AppendResponse, ProxyError> {
+        match self {
+            StoreClient::Remote(_, co) => co.append(req, timeout).await,
+            StoreClient::Local(s) => Ok(s.append(tonic::Request::new(req)).await?.into_inner()),
+        }
+    }
+
     store_call!(pop, PopRequest, PopResponse);
     store_call!(read_records, ReadRecordsRequest, ReadRecordsResponse);
     store_call!(ack, AckRequest, AckResponse);
@@ -256,11 +268,10 @@ impl Cluster {
         if let Some(c) = stores.get(addr) {
             return Ok(c.clone());
         }
-        let client = StoreClient::Remote(
-            StoreServiceClient::new(endpoint(addr)?.connect_lazy())
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
-        );
+        let grpc = StoreServiceClient::new(endpoint(addr)?.connect_lazy())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let client = StoreClient::Remote(grpc.clone(), crate::coalesce::Coalescer::new(grpc));
         stores.insert(addr.to_string(), client.clone());
         Ok(client)
     }

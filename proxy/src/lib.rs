@@ -3,6 +3,7 @@
 //! ack, so any proxy can finish what another one started.
 
 pub mod cluster;
+pub mod coalesce;
 pub mod config;
 pub mod context;
 pub mod convert;

@@ -308,7 +308,14 @@ impl Messaging {
                     (brokers[i % brokers.len()].0, -1)
                 }
             };
-            let mut msgs = store_msgs.clone();
+            // Keep a copy only when a retry on another group is possible (the copy of the
+            // properties maps cost ~2k instructions a message in callgrind).
+            let may_retry = attempt < 2 && group.is_none() && brokers.len() > 1;
+            let mut msgs = if may_retry {
+                store_msgs.clone()
+            } else {
+                std::mem::take(&mut store_msgs)
+            };
             for m in &mut msgs {
                 m.queue_id = queue_id;
             }
@@ -336,7 +343,7 @@ impl Messaging {
             if let Some(d) = down_for {
                 self.cluster.mark_down(broker, d);
                 self.cluster.invalidate(&topic);
-                if attempt < 2 && group.is_none() {
+                if may_retry {
                     continue;
                 }
             }

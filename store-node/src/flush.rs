@@ -3,7 +3,8 @@
 //! SYNC_FLUSH is group commit: every append waiting for durability registers its end offset and
 //! wakes the thread; one msync covers everything published by then, and completes every waiter
 //! it covers. Sends that arrive during an msync ride the next one. ASYNC_FLUSH flushes every
-//! `flushIntervalCommitLog` ms (stricter than Java, which skips rounds with < 4 dirty pages).
+//! `flushIntervalCommitLog` ms up to the last whole page (stricter than Java, which skips rounds
+//! with < 4 dirty pages), so appends never wait on the write-back of the page they fill.
 
 use crate::commitlog::CommitLog;
 use parking_lot::{Condvar, Mutex};
@@ -97,15 +98,23 @@ impl Drop for FlushService {
 impl Inner {
     fn run(&self) {
         loop {
-            let shutdown = {
+            let (shutdown, periodic) = {
                 let mut st = self.state.lock();
                 if !st.wake && !st.shutdown && st.waiters.is_empty() {
                     self.cv.wait_for(&mut st, self.interval);
                 }
+                let periodic = !st.wake && !st.shutdown && st.waiters.is_empty();
                 st.wake = false;
-                st.shutdown
+                (st.shutdown, periodic)
             };
-            let target = self.log.published();
+            let published = self.log.published();
+            // A timed round leaves the page being filled for the next one; a waiter (group
+            // commit) or shutdown needs everything.
+            let target = if periodic {
+                self.log.settled_end(published)
+            } else {
+                published
+            };
             if let Err(e) = self.log.flush_to(target) {
                 tracing::error!(error = %e, "commitlog flush failed");
                 std::thread::sleep(Duration::from_millis(10));

@@ -68,9 +68,12 @@ pub struct QueueTable {
 
 impl QueueTable {
     pub fn dispatch(&mut self, p: &PendingDispatch) {
-        self.topics
-            .entry(p.topic.clone())
-            .or_default()
+        // Look up before inserting: `entry` would clone the topic name for every message.
+        let queues = match self.topics.get_mut(&p.topic) {
+            Some(q) => q,
+            None => self.topics.entry(p.topic.clone()).or_default(),
+        };
+        queues
             .entry(p.queue_id)
             .or_default()
             .push(p.queue_offset, p.entry);

@@ -351,6 +351,18 @@ impl CommitLog {
         Some(seg.slice(pos, len).to_vec())
     }
 
+    /// `target` rounded down to a page boundary of its segment: what a periodic flush covers, so
+    /// that it never writes back the page appends are filling (on a disk with stable pages, an
+    /// append touching a page under writeback waits for the I/O: the W3 latency tail).
+    pub fn settled_end(&self, target: i64) -> i64 {
+        let segs = self.segments.read();
+        let idx = segs.partition_point(|s| s.end() <= target);
+        match segs.get(idx) {
+            Some(seg) if target > seg.base => seg.base + ((target - seg.base) & !4095),
+            _ => target,
+        }
+    }
+
     /// Durably writes everything published, up to `target`. Returns whether a sync happened.
     pub fn flush_to(&self, target: i64) -> io::Result<bool> {
         let from = self.flushed();
