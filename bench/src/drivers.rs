@@ -85,9 +85,9 @@ pub async fn send(
         .await
         .map_err(|e| e.to_string())?
         .into_inner();
-    let code = r.status.map(|s| s.code).unwrap_or(0);
+    let (code, message) = r.status.map(|s| (s.code, s.message)).unwrap_or_default();
     if code != Code::Ok as i32 || r.entries.len() != n {
-        return Err(format!("send status {code}"));
+        return Err(format!("send status {code}: {message}"));
     }
     Ok(())
 }

@@ -37,6 +37,10 @@ struct Cli {
     /// Skip the NATS peer.
     #[arg(long, global = true)]
     no_nats: bool,
+    /// W1 maximum (msg/s, 64 senders) that W3 and W5 derive their rates from when this run
+    /// did not measure W1 itself (e.g. `w5` alone after an `all` run).
+    #[arg(long, global = true)]
+    w1_max: Option<f64>,
 }
 
 #[derive(Subcommand, Clone)]
@@ -248,25 +252,29 @@ impl Bench {
         self.median_of("W1", "senders=64 batch=1 size=1024", "ours", |r| {
             r.msg_per_s
         })
+        .or(self.cli.w1_max)
         .unwrap_or(10_000.0)
     }
 
     async fn w3(&mut self) {
         let rate = (self.max_rate() * 0.5).max(100.0);
+        // The echo ceiling at the same rate, interleaved: what of the tail is the machine's.
         for rep in 1..=self.cli.reps {
-            let Ok(sys) = self.start(Sys::Ours(Flush::Async)) else {
-                return;
-            };
-            let cpu0 = sys.cpu_us();
-            let run = workloads::open_loop(sys.port, rate, 1024, self.dur().mul_f64(2.0)).await;
-            self.record(
-                "W3",
-                &format!("open-loop rate={rate:.0}/s (50% of W1 max)"),
-                &sys,
-                rep,
-                &run,
-                cpu0,
-            );
+            for s in [Sys::Echo, Sys::Ours(Flush::Async)] {
+                let Ok(sys) = self.start(s) else {
+                    continue;
+                };
+                let cpu0 = sys.cpu_us();
+                let run = workloads::open_loop(sys.port, rate, 1024, self.dur().mul_f64(2.0)).await;
+                self.record(
+                    "W3",
+                    &format!("open-loop rate={rate:.0}/s (50% of W1 max)"),
+                    &sys,
+                    rep,
+                    &run,
+                    cpu0,
+                );
+            }
         }
     }
 

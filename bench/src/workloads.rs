@@ -60,6 +60,7 @@ pub async fn closed_loop(target: Target, senders: usize, size: usize, dur: Durat
                 let payload = payload.clone();
                 tasks.push(tokio::spawn(async move {
                     let (mut h, mut ok, mut err) = (histogram(), 0u64, 0u64);
+                    let mut first = None;
                     while Instant::now() < deadline {
                         let t = Instant::now();
                         match drivers::send(&mut c, TOPIC, &payload, batch).await {
@@ -67,10 +68,13 @@ pub async fn closed_loop(target: Target, senders: usize, size: usize, dur: Durat
                                 ok += batch as u64;
                                 let _ = h.record(t.elapsed().as_micros().max(1) as u64);
                             }
-                            Err(_) => err += 1,
+                            Err(e) => {
+                                err += 1;
+                                first.get_or_insert(e);
+                            }
                         }
                     }
-                    (h, ok, err)
+                    (h, ok, err, first)
                 }));
             }
         }
@@ -80,7 +84,7 @@ pub async fn closed_loop(target: Target, senders: usize, size: usize, dur: Durat
                 tasks.push(tokio::spawn(async move {
                     let (mut h, mut ok, mut err) = (histogram(), 0u64, 0u64);
                     let Ok(mut n) = Nats::connect(port).await else {
-                        return (h, 0, 1);
+                        return (h, 0, 1, Some("NATS connect failed".to_string()));
                     };
                     while Instant::now() < deadline {
                         let t = Instant::now();
@@ -92,17 +96,22 @@ pub async fn closed_loop(target: Target, senders: usize, size: usize, dur: Durat
                             Err(_) => err += 1,
                         }
                     }
-                    (h, ok, err)
+                    (h, ok, err, None)
                 }));
             }
         }
     }
     let mut run = Run::default();
     for t in tasks {
-        if let Ok((h, ok, err)) = t.await {
+        if let Ok((h, ok, err, first)) = t.await {
             let _ = run.hist.add(&h);
             run.msgs += ok;
             run.errors += err;
+            if let Some(e) = first
+                && run.extra.is_empty()
+            {
+                run.extra = format!("first error: {e}");
+            }
         }
     }
     run.elapsed = start.elapsed();
@@ -200,26 +209,52 @@ pub async fn end_to_end(port: u16, rate: f64, dur: Duration, consumers: usize, g
         }));
     }
     drop(htx);
-    let mut sent = 0u64;
-    let mut errors = 0u64;
-    let Ok(mut p) = drivers::channel(port).await else {
-        return Run {
-            errors: 1,
-            ..Run::default()
-        };
-    };
-    let start = tokio::time::Instant::now();
-    let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
-    let total = (rate * dur.as_secs_f64()) as u64;
-    for i in 0..total {
-        tokio::time::sleep_until(start + interval.mul_f64(i as f64)).await;
-        let mut b = format!("{:016}", crate::drivers::now_us()).into_bytes();
-        b.resize(1024, b'x');
-        match drivers::send(&mut p, TOPIC, &bytes::Bytes::from(b), 1).await {
-            Ok(()) => sent += 1,
-            Err(_) => errors += 1,
+    // Open loop: each send starts at its scheduled time on its own task (up to 1024 in flight,
+    // over 8 connections), and carries that *intended* time, so a slow send cannot thin out the
+    // load or hide its delay (no coordinated omission).
+    let mut producers = Vec::new();
+    for _ in 0..8 {
+        match drivers::channel(port).await {
+            Ok(p) => producers.push(p),
+            Err(_) => {
+                return Run {
+                    errors: 1,
+                    ..Run::default()
+                };
+            }
         }
     }
+    let sent_ok = Arc::new(AtomicU64::new(0));
+    let send_errors = Arc::new(AtomicU64::new(0));
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(1024));
+    let start = tokio::time::Instant::now();
+    let epoch_start = crate::drivers::now_us();
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let total = (rate * dur.as_secs_f64()) as u64;
+    let mut sends = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let offset = interval.mul_f64(i as f64);
+        tokio::time::sleep_until(start + offset).await;
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let mut b = format!("{:016}", epoch_start + offset.as_micros() as u64).into_bytes();
+        b.resize(1024, b'x');
+        let mut p = producers[i as usize % producers.len()].clone();
+        let (ok, bad) = (sent_ok.clone(), send_errors.clone());
+        sends.push(tokio::spawn(async move {
+            match drivers::send(&mut p, TOPIC, &bytes::Bytes::from(b), 1).await {
+                Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                Err(_) => bad.fetch_add(1, Ordering::Relaxed),
+            };
+            drop(permit);
+        }));
+    }
+    for s in sends {
+        let _ = s.await;
+    }
+    let sent = sent_ok.load(Ordering::Relaxed);
+    let mut errors = send_errors.load(Ordering::Relaxed);
     let drain = Instant::now() + Duration::from_secs(10);
     while received.load(Ordering::Relaxed) < sent && Instant::now() < drain {
         tokio::time::sleep(Duration::from_millis(20)).await;

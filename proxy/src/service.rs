@@ -280,10 +280,18 @@ impl Messaging {
         let mut attempt = 0;
         let resp = loop {
             attempt += 1;
-            let brokers: Vec<(&str, i32)> = Self::writable_brokers(&route)
-                .into_iter()
+            let writable = Self::writable_brokers(&route);
+            let mut brokers: Vec<(&str, i32)> = writable
+                .iter()
+                .copied()
                 .filter(|(b, _)| !self.cluster.is_down(b))
                 .collect();
+            if brokers.is_empty() {
+                // Every group is being skipped: ask them anyway, so the client gets the store's
+                // own answer (e.g. HA_NOT_AVAILABLE) rather than a blanket refusal, and a group
+                // that recovered within the skip window takes the send.
+                brokers = writable;
+            }
             if brokers.is_empty() {
                 return Err(ProxyError::Forbidden(format!(
                     "topic {topic} has no writable queue"
