@@ -164,7 +164,16 @@ impl Messaging {
             other => return other,
         }
         let mut created = false;
-        for store in self.cluster.masters(&self.cfg.rocketmq_cluster_name).await {
+        // A store node that has just started may not have registered yet: wait (bounded).
+        let mut masters = Vec::new();
+        for _ in 0..30 {
+            masters = self.cluster.masters(&self.cfg.rocketmq_cluster_name).await;
+            if !masters.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for store in masters {
             let req = GetTopicRequest {
                 topic: topic.to_string(),
                 auto_create: true,
