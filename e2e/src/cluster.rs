@@ -11,9 +11,12 @@ pub const NODES: [&str; 4] = ["broker-a", "broker-a-s", "broker-b", "broker-b-s"
 
 pub fn seed_dir() -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The shared fixtures beside the checkout, else the repository's own byte-identical copies
+    // (docker/conf), so a checkout anywhere runs the cluster tests.
     for c in [
         here.join("../../shared/fixtures/seed-2m-2s-sync"),
         here.join("../shared/fixtures/seed-2m-2s-sync"),
+        here.join("../docker/conf"),
     ] {
         if c.exists() {
             return c;

@@ -152,10 +152,13 @@ impl ReplicationService for ReplicationGrpc {
                             master_end,
                         })),
                     };
+                    // Counted as sent before it is handed to the stream: once queued, the
+                    // slave's ack can come back (on another thread) before this task runs
+                    // again, and an ack beyond `sent` is treated as a protocol violation.
+                    store.replicas.sent(conn, next);
                     if tx.send(Ok(data)).await.is_err() {
                         break;
                     }
-                    store.replicas.sent(conn, next);
                     cursor = next;
                 }
             })
