@@ -8,9 +8,10 @@ use rmq_proto::namesrv::{BrokerData, ClusterInfoRequest, GetRouteRequest, QueueD
 use rmq_proto::store::store_service_client::StoreServiceClient;
 use rmq_proto::store::store_service_server::StoreService;
 use rmq_proto::store::{
-    AckRequest, AckResponse, AppendRequest, AppendResponse, ChangeInvisibleRequest,
-    ChangeInvisibleResponse, GetGroupRequest, GetGroupResponse, GetTopicRequest, GetTopicResponse,
-    PopRequest, PopResponse, ReadRecordsRequest, ReadRecordsResponse,
+    AckBatchRequest, AckBatchResponse, AckRequest, AckResponse, AppendRequest, AppendResponse,
+    ChangeInvisibleRequest, ChangeInvisibleResponse, GetGroupRequest, GetGroupResponse,
+    GetTopicRequest, GetTopicResponse, PopRequest, PopResponse, ReadRecordsRequest,
+    ReadRecordsResponse,
 };
 use rmq_proto::v2::Code;
 use std::collections::HashMap;
@@ -64,6 +65,7 @@ impl StoreClient {
     store_call!(pop, PopRequest, PopResponse);
     store_call!(read_records, ReadRecordsRequest, ReadRecordsResponse);
     store_call!(ack, AckRequest, AckResponse);
+    store_call!(ack_batch, AckBatchRequest, AckBatchResponse);
     store_call!(
         change_invisible,
         ChangeInvisibleRequest,

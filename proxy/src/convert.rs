@@ -9,7 +9,7 @@ use rmq_common::keys;
 use rmq_common::message_type::TopicMessageType;
 use rmq_common::record::RecordView;
 use rmq_common::validate::{self, RESERVED_PROPERTY_KEYS};
-use rmq_proto::store::StoreMessage;
+use rmq_proto::store::{Property, StoreMessage};
 use rmq_proto::v2::{self, Code, DigestType, Encoding, MessageType, Resource, SystemProperties};
 
 const MAX_DELAY_MS: i64 = 24 * 3600 * 1000;
@@ -182,7 +182,10 @@ pub fn to_store(
         topic: topic.to_string(),
         queue_id: -1,
         body: m.body.clone(),
-        properties: props.into_iter().collect(),
+        properties: props
+            .into_iter()
+            .map(|(key, value)| Property { key, value })
+            .collect(),
         born_timestamp_ms: born,
         born_host: sp
             .born_host

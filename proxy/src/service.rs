@@ -13,7 +13,7 @@ use rmq_common::message_type::{MESSAGE_TYPE_ATTRIBUTE, TopicMessageType};
 use rmq_common::time::now_ms;
 use rmq_common::validate;
 use rmq_proto::store::{
-    AckRequest, AppendRequest, ChangeInvisibleRequest, GetTopicRequest, PopRequest,
+    AckBatchRequest, AckItem, AppendRequest, ChangeInvisibleRequest, GetTopicRequest, PopRequest,
 };
 use rmq_proto::v2::messaging_service_server::MessagingService;
 use rmq_proto::v2::*;
@@ -580,23 +580,79 @@ impl Messaging {
         self.cluster.store(addr)
     }
 
-    async fn ack_one(&self, group: &str, topic: &str, handle: &str) -> Result<(), ProxyError> {
-        let h = ReceiptHandle::decode(handle)
-            .map_err(|e| ProxyError::invalid(Code::InvalidReceiptHandle, e.to_string()))?;
-        let store = self.store_for_handle(topic, &h).await?;
-        let r = store
-            .ack(
-                AckRequest {
+    /// Acknowledges a client's entries with one store call per store group (one state record
+    /// each, instead of one per message); every entry keeps its own verdict.
+    async fn ack_many(
+        &self,
+        group: &str,
+        topic: &str,
+        handles: &[&str],
+    ) -> Vec<Result<(), ProxyError>> {
+        let mut out: Vec<Option<Result<(), ProxyError>>> = vec![None; handles.len()];
+        let mut by_broker: std::collections::HashMap<String, Vec<(usize, ReceiptHandle)>> =
+            std::collections::HashMap::new();
+        for (i, raw) in handles.iter().enumerate() {
+            match ReceiptHandle::decode(raw) {
+                Ok(h) => by_broker
+                    .entry(h.broker_name.clone())
+                    .or_default()
+                    .push((i, h)),
+                Err(e) => {
+                    out[i] = Some(Err(ProxyError::invalid(
+                        Code::InvalidReceiptHandle,
+                        e.to_string(),
+                    )))
+                }
+            }
+        }
+        let calls = by_broker.into_values().map(|entries| async move {
+            let outcome = async {
+                let store = self.store_for_handle(topic, &entries[0].1).await?;
+                let items = entries
+                    .iter()
+                    .map(|(_, h)| AckItem {
+                        queue_id: h.queue_id,
+                        queue_offset: h.queue_offset,
+                        token: h.token,
+                    })
+                    .collect();
+                let req = AckBatchRequest {
                     group: group.into(),
                     topic: topic.into(),
-                    queue_id: h.queue_id,
-                    queue_offset: h.queue_offset,
-                    token: h.token,
-                },
-                STORE_TIMEOUT,
+                    items,
+                };
+                let r = store.ack_batch(req, STORE_TIMEOUT).await?;
+                check(&r.result)?;
+                Ok::<_, ProxyError>(r.results)
+            }
+            .await;
+            (
+                entries.into_iter().map(|(i, _)| i).collect::<Vec<_>>(),
+                outcome,
             )
-            .await?;
-        check(&r.result)
+        });
+        for (indices, outcome) in futures::future::join_all(calls).await {
+            match outcome {
+                Ok(results) => {
+                    for (k, i) in indices.into_iter().enumerate() {
+                        out[i] = Some(match results.get(k) {
+                            Some(r) => check(&Some(r.clone())),
+                            None => Err(ProxyError::Internal(
+                                "the store answered fewer ack results than asked".into(),
+                            )),
+                        });
+                    }
+                }
+                Err(e) => {
+                    for i in indices {
+                        out[i] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(ProxyError::Internal("ack without a verdict".into()))))
+            .collect()
     }
 
     async fn change_invisible_inner(
@@ -898,11 +954,12 @@ impl MessagingService for Messaging {
                 entries: vec![],
             }));
         }
-        let futs = req
+        let handles: Vec<&str> = req
             .entries
             .iter()
-            .map(|en| self.ack_one(&group, &topic, &en.receipt_handle));
-        let results = futures::future::join_all(futs).await;
+            .map(|en| en.receipt_handle.as_str())
+            .collect();
+        let results = self.ack_many(&group, &topic, &handles).await;
         let entries: Vec<AckMessageResultEntry> = req
             .entries
             .iter()

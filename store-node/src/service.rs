@@ -106,7 +106,7 @@ impl StoreService for StoreGrpc {
                 topic: m.topic,
                 queue_id: m.queue_id,
                 body: m.body,
-                properties: m.properties.into_iter().collect(),
+                properties: m.properties.into_iter().map(|p| (p.key, p.value)).collect(),
                 born_timestamp: m.born_timestamp_ms,
                 born_host: m.born_host,
                 flag: m.flag,
@@ -171,6 +171,35 @@ impl StoreService for StoreGrpc {
                 result: fail(&e),
                 messages: vec![],
                 replica_broker_id: 0,
+            }),
+        }
+    }
+
+    async fn ack_batch(
+        &self,
+        req: Request<AckBatchRequest>,
+    ) -> std::result::Result<Response<AckBatchResponse>, Status> {
+        let r = req.into_inner();
+        let items: Vec<(i32, i64, u64)> = r
+            .items
+            .iter()
+            .map(|i| (i.queue_id, i.queue_offset, i.token))
+            .collect();
+        match self.store.ack_batch(&r.group, &r.topic, &items).await {
+            Ok(vs) => reply(AckBatchResponse {
+                result: ok(),
+                results: vs
+                    .iter()
+                    .map(|v| match v {
+                        Ok(()) => ok(),
+                        Err(e) => fail(e),
+                    })
+                    .map(Option::unwrap_or_default)
+                    .collect(),
+            }),
+            Err(e) => reply(AckBatchResponse {
+                result: fail(&e),
+                results: vec![],
             }),
         }
     }

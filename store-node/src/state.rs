@@ -98,6 +98,13 @@ pub enum StateRecord {
         o: i64,
         k: u64,
     },
+    /// Several deliveries of one group and topic acknowledged at once: (queue, offset, token).
+    /// One record per client ack request instead of one per message.
+    Acks {
+        g: String,
+        t: String,
+        i: Vec<(i32, i64, u64)>,
+    },
     /// A delivery's invisibility changed: token `k` became `n`, visible again at `v`.
     Inv {
         g: String,
@@ -193,6 +200,14 @@ impl Meta {
                 let pq = self.pop_queue(g, t, *q);
                 if pq.inflight.get(o).is_some_and(|i| i.token == *k) {
                     pq.inflight.remove(o);
+                }
+            }
+            StateRecord::Acks { g, t, i } => {
+                for (q, o, k) in i {
+                    let pq = self.pop_queue(g, t, *q);
+                    if pq.inflight.get(o).is_some_and(|x| x.token == *k) {
+                        pq.inflight.remove(o);
+                    }
                 }
             }
             StateRecord::Inv {
@@ -304,5 +319,40 @@ mod tests {
         );
         assert_eq!(m.pop_queue("g", "t", 0).commit_offset(), 2);
         assert!(m.next_token(0) > 7);
+    }
+
+    #[test]
+    fn a_batched_ack_applies_each_item_by_its_own_token() {
+        let mut m = Meta::default();
+        let items = (0..4)
+            .map(|o| PopItem {
+                o,
+                k: 10 + o as u64,
+                a: 1,
+                v: 100,
+            })
+            .collect();
+        m.apply(
+            &StateRecord::Pop {
+                g: "g".into(),
+                t: "t".into(),
+                q: 0,
+                cursor: 4,
+                items,
+            },
+            0,
+        );
+        let rec = StateRecord::Acks {
+            g: "g".into(),
+            t: "t".into(),
+            // offset 2 carries a stale token: it stays in flight.
+            i: vec![(0, 0, 10), (0, 1, 11), (0, 2, 99), (0, 3, 13)],
+        };
+        let json = serde_json::to_vec(&rec).unwrap();
+        let back: StateRecord = serde_json::from_slice(&json).unwrap();
+        m.apply(&back, 0);
+        let pq = m.pop_queue("g", "t", 0);
+        assert_eq!(pq.inflight.keys().copied().collect::<Vec<_>>(), vec![2]);
+        assert_eq!(pq.commit_offset(), 2);
     }
 }

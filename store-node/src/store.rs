@@ -506,6 +506,7 @@ impl Store {
                 rec,
                 StateRecord::Pop { .. }
                     | StateRecord::Ack { .. }
+                    | StateRecord::Acks { .. }
                     | StateRecord::Inv { .. }
                     | StateRecord::Group { .. }
             );
@@ -833,6 +834,47 @@ impl Store {
             self.append_state(&mut meta, rec)?
         };
         self.await_state_durable(end).await
+    }
+
+    /// Acknowledges several deliveries of one group and topic with one state record (and one
+    /// durability wait); each gets its own verdict, as if acked alone.
+    pub async fn ack_batch(
+        &self,
+        group: &str,
+        topic: &str,
+        items: &[(i32, i64, u64)],
+    ) -> Result<Vec<Result<()>>> {
+        let (end, verdicts) = {
+            let mut meta = self.meta.lock();
+            if !meta.topics.contains_key(topic) {
+                return Err(StoreError::TopicNotFound(topic.to_string()));
+            }
+            let now = self.clock.now();
+            let mut accepted = Vec::with_capacity(items.len());
+            let mut verdicts = Vec::with_capacity(items.len());
+            for &(q, o, k) in items {
+                let v = Self::check_delivery(&mut meta, group, topic, q, o, k, now);
+                if v.is_ok() {
+                    accepted.push((q, o, k));
+                }
+                verdicts.push(v);
+            }
+            let end = if accepted.is_empty() {
+                None
+            } else {
+                let rec = StateRecord::Acks {
+                    g: group.into(),
+                    t: topic.into(),
+                    i: accepted,
+                };
+                Some(self.append_state(&mut meta, rec)?)
+            };
+            (end, verdicts)
+        };
+        if let Some(end) = end {
+            self.await_state_durable(end).await?;
+        }
+        Ok(verdicts)
     }
 
     /// Moves a delivery's next visibility to now + `invisible_ms`, issuing a new token.
@@ -1310,6 +1352,7 @@ impl Store {
             rec,
             StateRecord::Pop { .. }
                 | StateRecord::Ack { .. }
+                | StateRecord::Acks { .. }
                 | StateRecord::Inv { .. }
                 | StateRecord::Group { .. }
         ) {
