@@ -110,11 +110,35 @@ impl System {
     }
 }
 
+/// A clean folder for one system start. The previous start's logs are kept first, under
+/// `scratch/logs/<name>.<n>.<file>`, so a repetition that went wrong can still be read after the
+/// next one started (the data is not kept: it can be gigabytes).
 fn fresh_dir(scratch: &Path, name: &str) -> PathBuf {
     let d = scratch.join(name);
+    keep_logs(scratch, name, &d);
     let _ = std::fs::remove_dir_all(&d);
     let _ = std::fs::create_dir_all(&d);
     d
+}
+
+fn keep_logs(scratch: &Path, name: &str, dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let logs = scratch.join("logs");
+    let _ = std::fs::create_dir_all(&logs);
+    let n = std::fs::read_dir(&logs).map(|e| e.count()).unwrap_or(0);
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().is_some_and(|x| x == "log")
+            && let Some(file) = path.file_name()
+        {
+            let _ = std::fs::copy(
+                &path,
+                logs.join(format!("{name}.{n}.{}", file.to_string_lossy())),
+            );
+        }
+    }
 }
 
 fn flush_key(f: Flush) -> &'static str {
