@@ -152,6 +152,32 @@ pub struct StandalonePorts {
 }
 
 /// Namesrv + store node + proxy in one process; the proxy calls the store in-process.
+/// Standalone opens its proxy port only once the in-process name server lists the store node, so
+/// an `mqadmin updateTopic -c` or a client started right after the port opens finds a master.
+/// Bounded: after 5 s the proxy starts anyway (registration keeps retrying in the background).
+async fn wait_registered(namesrv: &str, store_addr: &str) {
+    use rmq_proto::namesrv::ClusterInfoRequest;
+    use rmq_proto::namesrv::namesrv_service_client::NamesrvServiceClient;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let url = format!("http://{namesrv}");
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(mut c) = NamesrvServiceClient::connect(url.clone()).await
+            && let Ok(info) = c.get_cluster_info(ClusterInfoRequest {}).await
+            && info
+                .into_inner()
+                .brokers
+                .iter()
+                .any(|b| b.addr == store_addr)
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tracing::warn!(
+        "the store node has not registered with the name server yet; starting the proxy anyway"
+    );
+}
+
 pub async fn run_standalone(
     mut store_cfg: StoreConfig,
     ports: StandalonePorts,
@@ -195,6 +221,9 @@ pub async fn run_standalone(
             };
         }
     };
+    if let Some(ns) = store_cfg.namesrv_addr.first() {
+        wait_registered(ns, &store_cfg.advertised_addr()).await;
+    }
     let local: Arc<dyn rmq_proto::store::store_service_server::StoreService> =
         Arc::new(rmq_store_node::StoreGrpc::new(opened));
     let proxy = {
