@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "rmq/internal/store.proto",
         "rmq/internal/namesrv.proto",
         "rmq/internal/replication.proto",
+        "rmq/internal/state.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

@@ -233,6 +233,16 @@ fn be_i64(b: &[u8], at: usize) -> i64 {
 /// Validates what starts at `buf[0]`, which sits at commitlog offset `position`.
 /// Checks magic, length consistency, physical offset, body CRC and the record CRC.
 pub fn check(buf: &[u8], position: i64) -> Result<Scan, RecordError> {
+    check_with(buf, position, true)
+}
+
+/// As [`check`], but without requiring our whole-record CRC property: what Apache RocketMQ
+/// itself verifies (`checkCRCOnRecover`). Used to recognise records Apache wrote.
+pub fn check_apache(buf: &[u8], position: i64) -> Result<Scan, RecordError> {
+    check_with(buf, position, false)
+}
+
+fn check_with(buf: &[u8], position: i64, record_crc: bool) -> Result<Scan, RecordError> {
     if buf.len() < 8 {
         return if buf.iter().all(|b| *b == 0) {
             Ok(Scan::End)
@@ -287,7 +297,7 @@ pub fn check(buf: &[u8], position: i64) -> Result<Scan, RecordError> {
     if be_u32(rec, 8) != masked_crc32(view.body) {
         return Err(RecordError::BodyCrc);
     }
-    if !crc_property_matches(rec) {
+    if record_crc && !crc_property_matches(rec) {
         return Err(RecordError::RecordCrc);
     }
     Ok(Scan::Record(total))

@@ -26,10 +26,17 @@ pub mod rmq {
             tonic::include_proto!("rmq.replication.v1");
         }
     }
+    pub mod state {
+        pub mod v1 {
+            #![allow(clippy::all, clippy::pedantic, missing_docs)]
+            tonic::include_proto!("rmq.state.v1");
+        }
+    }
 }
 
 pub use rmq::namesrv::v1 as namesrv;
 pub use rmq::replication::v1 as replication;
+pub use rmq::state::v1 as state;
 pub use rmq::store::v1 as store;
 
 pub use prost;

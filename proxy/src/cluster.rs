@@ -151,6 +151,8 @@ pub struct Cluster {
 pub const UNREACHABLE_FOR: Duration = Duration::from_secs(5);
 /// How long a SYNC_MASTER without an in-sync slave is skipped for writes.
 pub const NO_SLAVE_FOR: Duration = Duration::from_millis(500);
+/// How long a group that refused a write before storing it (a full disk) is skipped.
+pub const REFUSED_FOR: Duration = Duration::from_secs(1);
 
 fn endpoint(addr: &str) -> Result<Endpoint, ProxyError> {
     Endpoint::from_shared(format!("http://{addr}"))

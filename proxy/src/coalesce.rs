@@ -199,6 +199,7 @@ fn deliver(replies: Vec<(usize, Reply)>, result: Outcome) {
             for (n, r) in replies {
                 let part = AppendResponse {
                     result: resp.result.clone(),
+                    refused_before_write: resp.refused_before_write,
                     entries: if ok {
                         entries.by_ref().take(n).collect()
                     } else {

@@ -344,8 +344,8 @@ impl Messaging {
                 .append(AppendRequest { messages: msgs }, STORE_TIMEOUT)
                 .await;
             // Retry elsewhere only when nothing can have been stored: the node refused the
-            // connection, or refused the write before appending (SYNC_MASTER without a slave).
-            // Ordered (FIFO) sends stay on their queue.
+            // connection, or refused the write before appending (SYNC_MASTER without a slave,
+            // a full disk). Ordered (FIFO) sends stay on their queue.
             let down_for = match &result {
                 Err(ProxyError::StoreUnreachable(_)) => Some(crate::cluster::UNREACHABLE_FOR),
                 Ok(r)
@@ -355,6 +355,7 @@ impl Messaging {
                 {
                     Some(crate::cluster::NO_SLAVE_FOR)
                 }
+                Ok(r) if r.refused_before_write => Some(crate::cluster::REFUSED_FOR),
                 _ => None,
             };
             if let Some(d) = down_for {

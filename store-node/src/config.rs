@@ -61,6 +61,35 @@ pub struct StoreConfig {
     /// "Far behind": more than this percentage of physical memory between the message and the
     /// log's end, i.e. likely no longer in the page cache (Apache's `accessMessageInMemoryMaxRatio`).
     pub access_message_in_memory_max_ratio: u64,
+    /// Start even when the commit log holds damage before its durable checkpoint, skipping the
+    /// damaged records (ours; the default refuses and names the damage).
+    pub start_with_damaged_commit_log: bool,
+    /// Hours a segment is kept after its last write (Apache's `fileReservedTime`; we also accept
+    /// fractions of an hour).
+    pub file_reserved_time_hours: f64,
+    /// Local hours at which expired segments are deleted (`deleteWhen`, `;`-separated).
+    pub delete_when: Vec<u32>,
+    /// Above this disk usage (%), expired segments are deleted at any hour.
+    pub disk_max_used_space_ratio: f64,
+    /// Above this (%), the oldest segments are deleted whatever their age, when
+    /// `cleanFileForciblyEnable`.
+    pub disk_space_clean_forcibly_ratio: f64,
+    /// Above this (%), messages are refused (the disk-full state).
+    pub disk_space_warning_level_ratio: f64,
+    pub clean_file_forcibly_enable: bool,
+    /// Retention runs every this many ms (`cleanResourceInterval`).
+    pub clean_resource_interval_ms: u64,
+    /// Segments deleted per run at most (`deleteFileBatchMax`).
+    pub delete_file_batch_max: usize,
+    /// Bytes per consume-queue file (`mappedFileSizeConsumeQueue`, a multiple of 20).
+    pub mapped_file_size_consume_queue: u64,
+    /// The housekeeper's period: consume queues made durable, segments sealed
+    /// (`flushIntervalConsumeQueue`).
+    pub flush_interval_consume_queue_ms: u64,
+    /// A state snapshot is taken at least this often when anything changed (ours).
+    pub state_snapshot_interval_ms: u64,
+    /// ... and whenever this many log bytes were written since the last one (ours).
+    pub state_snapshot_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -92,6 +121,19 @@ impl Default for StoreConfig {
             slave_timeout_ms: 3000,
             slave_read_enable: false,
             access_message_in_memory_max_ratio: 40,
+            start_with_damaged_commit_log: false,
+            file_reserved_time_hours: 72.0,
+            delete_when: vec![4],
+            disk_max_used_space_ratio: 75.0,
+            disk_space_clean_forcibly_ratio: 85.0,
+            disk_space_warning_level_ratio: 90.0,
+            clean_file_forcibly_enable: true,
+            clean_resource_interval_ms: 10_000,
+            delete_file_batch_max: 10,
+            mapped_file_size_consume_queue: 6_000_000,
+            flush_interval_consume_queue_ms: 1000,
+            state_snapshot_interval_ms: 10_000,
+            state_snapshot_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -139,20 +181,31 @@ pub const HONOURED_KEYS: &[&str] = &[
     "slaveTimeout",
     "slaveReadEnable",
     "accessMessageInMemoryMaxRatio",
+    "startWithDamagedCommitLog",
+    "fileReservedTime",
+    "deleteWhen",
+    "diskMaxUsedSpaceRatio",
+    "diskSpaceCleanForciblyRatio",
+    "diskSpaceWarningLevelRatio",
+    "cleanFileForciblyEnable",
+    "cleanResourceInterval",
+    "deleteFileBatchMax",
+    "mappedFileSizeConsumeQueue",
+    "flushIntervalConsumeQueue",
+    "stateSnapshotInterval",
+    "stateSnapshotBytes",
 ];
 
 /// RocketMQ keys we accept without acting on them yet (no warning: they are legitimate).
 pub const ACCEPTED_KEYS: &[&str] = &[
-    "deleteWhen",
-    "fileReservedTime",
-    "diskMaxUsedSpaceRatio",
     "storePathConsumeQueue",
     "storePathIndex",
     "storeCheckpoint",
     "abortFile",
     "mapedFileSizeConsumeQueue",
-    "mappedFileSizeConsumeQueue",
     "destroyMapedFileIntervalForcibly",
+    "deleteCommitLogFilesInterval",
+    "deleteConsumeQueueFilesInterval",
     "redeleteHangedFileInterval",
     "flushCommitLogLeastPages",
     "flushConsumeQueueLeastPages",
@@ -261,6 +314,51 @@ impl StoreConfig {
                     self.access_message_in_memory_max_ratio =
                         num("expected a percentage")?.clamp(0, 100) as u64
                 }
+                "startWithDamagedCommitLog" => self.start_with_damaged_commit_log = boolean()?,
+                "fileReservedTime" => {
+                    let h: f64 = v
+                        .parse()
+                        .ok()
+                        .filter(|h: &f64| h.is_finite() && *h >= 0.0)
+                        .ok_or_else(|| bad(k, v, "expected hours (>= 0)"))?;
+                    self.file_reserved_time_hours = h;
+                }
+                "deleteWhen" => self.delete_when = parse_hours(k, v)?,
+                "diskMaxUsedSpaceRatio" => {
+                    self.disk_max_used_space_ratio = percent(k, v)?.clamp(10.0, 95.0)
+                }
+                "diskSpaceCleanForciblyRatio" => {
+                    self.disk_space_clean_forcibly_ratio = percent(k, v)?.clamp(30.0, 85.0)
+                }
+                "diskSpaceWarningLevelRatio" => {
+                    self.disk_space_warning_level_ratio = percent(k, v)?.clamp(35.0, 90.0)
+                }
+                "cleanFileForciblyEnable" => self.clean_file_forcibly_enable = boolean()?,
+                "cleanResourceInterval" => {
+                    self.clean_resource_interval_ms =
+                        num("expected ms")?.clamp(100, 3_600_000) as u64
+                }
+                "deleteFileBatchMax" => {
+                    self.delete_file_batch_max = num("expected a count")?.clamp(1, 1000) as usize
+                }
+                "mappedFileSizeConsumeQueue" => {
+                    let n = num("expected a size in bytes")?;
+                    if n < 20 {
+                        return Err(bad(k, v, "must be at least 20 bytes (one unit)"));
+                    }
+                    // Apache's getter rounds up to whole 20-byte units.
+                    self.mapped_file_size_consume_queue = (n as u64).div_ceil(20) * 20;
+                }
+                "flushIntervalConsumeQueue" => {
+                    self.flush_interval_consume_queue_ms =
+                        num("expected ms")?.clamp(10, 60_000) as u64
+                }
+                "stateSnapshotInterval" => {
+                    self.state_snapshot_interval_ms = num("expected ms")?.max(100) as u64
+                }
+                "stateSnapshotBytes" => {
+                    self.state_snapshot_bytes = num("expected bytes")?.max(4096) as u64
+                }
                 _ if ACCEPTED_KEYS.contains(&k) => {}
                 _ => unknown.push(k.to_string()),
             }
@@ -285,6 +383,13 @@ impl StoreConfig {
         }
     }
 
+    pub fn dirs(&self) -> crate::layout::Dirs {
+        crate::layout::Dirs {
+            root: self.store_path_root_dir.clone(),
+            commitlog: self.commit_log_dir(),
+        }
+    }
+
     pub fn commit_log_dir(&self) -> PathBuf {
         self.store_path_commit_log
             .clone()
@@ -295,6 +400,34 @@ impl StoreConfig {
     pub fn advertised_addr(&self) -> String {
         format!("{}:{}", self.broker_ip1, self.listen_port)
     }
+}
+
+/// A percentage: `90`, or Apache's system-property form `0.90`.
+fn percent(k: &str, v: &str) -> Result<f64, ConfigError> {
+    let x: f64 = v
+        .parse()
+        .ok()
+        .filter(|x: &f64| x.is_finite() && *x >= 0.0)
+        .ok_or_else(|| bad(k, v, "expected a percentage"))?;
+    Ok(if x <= 1.0 && v.contains('.') {
+        x * 100.0
+    } else {
+        x
+    })
+}
+
+/// `deleteWhen`: hours of the day, `;`-separated (`04`, `01;13`).
+fn parse_hours(k: &str, v: &str) -> Result<Vec<u32>, ConfigError> {
+    v.split(';')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|h| {
+            h.parse::<u32>()
+                .ok()
+                .filter(|h| *h < 24)
+                .ok_or_else(|| bad(k, v, "expected hours 00-23 separated by ';'"))
+        })
+        .collect()
 }
 
 fn port(k: &str, v: &str) -> Result<u16, ConfigError> {

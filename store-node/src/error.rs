@@ -30,6 +30,17 @@ pub enum StoreError {
     SlaveTimeout(u64),
     #[error("store is shutting down")]
     ShuttingDown,
+    /// Apache's wording (DefaultMessageStore#checkStoreStatus), which users search for; its proxy
+    /// answers it with INTERNAL_SERVER_ERROR (#6951).
+    #[error(
+        "service not available now: the broker's disk is full ({0}); messages are refused until \
+         space is back, reads go on"
+    )]
+    DiskFull(String),
+    #[error("the next commitlog segment is not ready yet")]
+    SegmentNotReady,
+    #[error("{0}")]
+    Refused(String),
     #[error("record encoding failed: {0}")]
     Record(#[from] rmq_common::record::RecordError),
     #[error("I/O error: {0}")]
@@ -50,9 +61,23 @@ impl StoreError {
             Self::HaNotAvailable => Code::HaNotAvailable,
             Self::SlaveTimeout(_) => Code::SlavePersistenceTimeout,
             Self::ShuttingDown => Code::InternalServerError,
+            Self::DiskFull(_) => Code::InternalServerError,
+            Self::SegmentNotReady => Code::TooManyRequests,
+            Self::Refused(_) => Code::InternalServerError,
             Self::Record(_) => Code::BadRequest,
             Self::Io(_) => Code::InternalServerError,
         }
+    }
+}
+
+impl StoreError {
+    /// Whether the request was refused before anything was written, so another replica group
+    /// may take it.
+    pub fn nothing_written(&self) -> bool {
+        matches!(
+            self,
+            Self::DiskFull(_) | Self::HaNotAvailable | Self::SegmentNotReady | Self::NotMaster
+        )
     }
 }
 

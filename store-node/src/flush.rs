@@ -5,7 +5,11 @@
 //! it covers. Sends that arrive during an msync ride the next one. ASYNC_FLUSH flushes every
 //! `flushIntervalCommitLog` ms up to the last whole page (stricter than Java, which skips rounds
 //! with < 4 dirty pages), so appends never wait on the write-back of the page they fill.
+//!
+//! After every round the durable offset goes into the checkpoint (page cache; on disk at least
+//! once a second), which is what recovery trusts to tell a torn tail from damage.
 
+use crate::checkpoint::Checkpoint;
 use crate::commitlog::CommitLog;
 use parking_lot::{Condvar, Mutex};
 use std::sync::Arc;
@@ -19,14 +23,19 @@ struct State {
     waiters: Vec<(i64, oneshot::Sender<()>)>,
     wake: bool,
     shutdown: bool,
+    /// Stop without a last flush (a simulated crash).
+    abandon: bool,
 }
 
 struct Inner {
     log: Arc<CommitLog>,
+    checkpoint: Arc<Checkpoint>,
     state: Mutex<State>,
     cv: Condvar,
     interval: Duration,
     on_flushed: OnFlushed,
+    /// Held for each round (flush, then checkpoint); a truncation holds it to move both back.
+    round: Mutex<()>,
 }
 
 pub struct FlushService {
@@ -36,17 +45,25 @@ pub struct FlushService {
 
 impl FlushService {
     /// `on_flushed` runs on the flush thread after every sync with the new durable offset.
-    pub fn start(log: Arc<CommitLog>, interval: Duration, on_flushed: OnFlushed) -> Self {
+    pub fn start(
+        log: Arc<CommitLog>,
+        checkpoint: Arc<Checkpoint>,
+        interval: Duration,
+        on_flushed: OnFlushed,
+    ) -> Self {
         let inner = Arc::new(Inner {
             log,
+            checkpoint,
             state: Mutex::new(State {
                 waiters: Vec::new(),
                 wake: false,
                 shutdown: false,
+                abandon: false,
             }),
             cv: Condvar::new(),
             interval,
             on_flushed,
+            round: Mutex::new(()),
         });
         let worker = inner.clone();
         let thread = std::thread::Builder::new()
@@ -80,6 +97,17 @@ impl FlushService {
         self.inner.cv.notify_one();
     }
 
+    /// Keeps flush rounds out while the log is cut back (blocking).
+    pub fn hold(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.inner.round.lock()
+    }
+
+    /// Stops the thread at once, without flushing what is pending.
+    pub fn abandon(&self) {
+        self.inner.state.lock().abandon = true;
+        self.shutdown();
+    }
+
     pub fn shutdown(&self) {
         self.inner.state.lock().shutdown = true;
         self.inner.cv.notify_one();
@@ -103,6 +131,9 @@ impl Inner {
                 if !st.wake && !st.shutdown && st.waiters.is_empty() {
                     self.cv.wait_for(&mut st, self.interval);
                 }
+                if st.abandon {
+                    return;
+                }
                 let periodic = !st.wake && !st.shutdown && st.waiters.is_empty();
                 st.wake = false;
                 (st.shutdown, periodic)
@@ -115,12 +146,25 @@ impl Inner {
             } else {
                 published
             };
-            if let Err(e) = self.log.flush_to(target) {
-                tracing::error!(error = %e, "commitlog flush failed");
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
+            let round = self.round.lock();
+            let synced = match self.log.flush_to(target) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "commitlog flush failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
             let durable = self.log.flushed();
+            let cp = if synced {
+                self.checkpoint.update(shutdown, |v| v.flushed = durable)
+            } else {
+                self.checkpoint.sync_if_due()
+            };
+            drop(round);
+            if let Err(e) = cp {
+                tracing::error!(error = %e, "checkpoint write failed");
+            }
             (self.on_flushed)(durable);
             {
                 let mut st = self.state.lock();

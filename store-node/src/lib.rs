@@ -1,12 +1,15 @@
 //! The store node: holds a commitlog replica and everything derived from it, and serves the
 //! internal store API that proxies and `mqadmin` use.
 
+pub mod checkpoint;
 pub mod commitlog;
 pub mod config;
+pub mod consumequeue;
+pub mod durable;
 pub mod error;
 pub mod flush;
+pub mod layout;
 pub mod metrics;
-pub mod queues;
 pub mod registration;
 pub mod replication;
 pub mod service;
@@ -40,7 +43,11 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
     ready: Option<tokio::sync::oneshot::Sender<Arc<Store>>>,
 ) -> std::io::Result<()> {
-    let store = Store::open(cfg.clone()).map_err(std::io::Error::other)?;
+    let open_cfg = cfg.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(open_cfg))
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other)?;
     let addr: SocketAddr = format!("{bind_host}:{}", cfg.listen_port)
         .parse()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
@@ -94,7 +101,8 @@ pub async fn run(
     }
     ha.abort();
     sampler.abort();
-    store.shutdown();
+    let closing = store.clone();
+    let _ = tokio::task::spawn_blocking(move || closing.shutdown()).await;
     result.map_err(std::io::Error::other)
 }
 

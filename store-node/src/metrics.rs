@@ -55,6 +55,9 @@ struct Tables {
 pub struct StoreMetrics {
     tables: Arc<Tables>,
     _instruments: [ObservableCounter<u64>; 4],
+    /// Storage gauges and counters, registered once the store exists.
+    storage: parking_lot::Mutex<Vec<Box<dyn std::any::Any + Send + Sync>>>,
+    labels: Vec<KeyValue>,
 }
 
 /// Which counter of a table an instrument reports.
@@ -153,13 +156,101 @@ impl StoreMetrics {
                 "Total traffic of outgoing messages",
                 Series::OutBytes,
                 w(),
-                labels,
+                labels.clone(),
             ),
         ];
         Self {
             tables,
             _instruments,
+            storage: parking_lot::Mutex::new(Vec::new()),
+            labels,
         }
+    }
+
+    /// Apache's storage gauges (`rocketmq_storage_*`, labels storage_type=local,
+    /// storage_medium=disk), plus ours for disk usage, damaged records and deleted segments.
+    pub fn watch_storage(&self, store: &Arc<crate::store::Store>) {
+        let meter = rmq_observability::meter();
+        let mut labels = self.labels.clone();
+        labels.push(KeyValue::new("storage_type", "local"));
+        labels.push(KeyValue::new("storage_medium", "disk"));
+        let gauge = |name: &'static str,
+                     desc: &'static str,
+                     unit: Option<&'static str>,
+                     f: fn(&crate::store::Store) -> i64| {
+            let weak = Arc::downgrade(store);
+            let labels = labels.clone();
+            let b = meter.i64_observable_gauge(name).with_description(desc);
+            let b = match unit {
+                Some(u) => b.with_unit(u),
+                None => b,
+            };
+            Box::new(
+                b.with_callback(move |o| {
+                    if let Some(s) = weak.upgrade() {
+                        o.observe(f(&s), &labels);
+                    }
+                })
+                .build(),
+            ) as Box<dyn std::any::Any + Send + Sync>
+        };
+        let counter =
+            |name: &'static str, desc: &'static str, f: fn(&crate::store::Store) -> u64| {
+                let weak = Arc::downgrade(store);
+                let labels = labels.clone();
+                Box::new(
+                    meter
+                        .u64_observable_counter(name)
+                        .with_description(desc)
+                        .with_callback(move |o| {
+                            if let Some(s) = weak.upgrade() {
+                                o.observe(f(&s), &labels);
+                            }
+                        })
+                        .build(),
+                ) as Box<dyn std::any::Any + Send + Sync>
+            };
+        let mut v = self.storage.lock();
+        v.push(gauge(
+            "rocketmq_storage_size",
+            "Broker storage size",
+            Some("By"),
+            |s| s.storage_bytes(),
+        ));
+        v.push(gauge(
+            "rocketmq_storage_flush_behind_bytes",
+            "Broker flush behind bytes",
+            None,
+            |s| s.commit_log().published() - s.commit_log().flushed(),
+        ));
+        v.push(gauge(
+            "rocketmq_storage_dispatch_behind_bytes",
+            "Broker dispatch behind bytes",
+            None,
+            |s| s.dispatch_behind(),
+        ));
+        v.push(gauge(
+            "rocketmq_storage_message_reserve_time",
+            "Broker message reserve time",
+            Some("ms"),
+            |s| s.oldest_message_age_ms(),
+        ));
+        v.push(gauge(
+            "rocketmq_storage_disk_usage_permille",
+            "Used share of the commit log's file system, in per mille (messages are refused above diskSpaceWarningLevelRatio)",
+            None,
+            |s| (s.disk_usage() * 1000.0) as i64,
+        ));
+        v.push(counter(
+            "rocketmq_storage_damaged_records_total",
+            "Damaged commit-log records found and skipped (at start with startWithDamagedCommitLog, or by a read)",
+            |s| s.stats.damaged_records.load(Ordering::Relaxed),
+        ));
+        v.push(counter(
+            "rocketmq_storage_deleted_segments_total",
+            "Commit-log segments deleted by retention",
+            |s| s.stats.deleted_segments.load(Ordering::Relaxed),
+        ));
     }
 
     pub fn message_in(&self, m: &NewMessage) {

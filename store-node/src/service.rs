@@ -1,7 +1,7 @@
 //! The store node's gRPC edge: the one place a [`StoreError`] becomes a v2 code.
 
 use crate::error::StoreError;
-use crate::state::{GroupCfg, TopicCfg};
+use crate::state::GroupCfg;
 use crate::store::{NewMessage, PopRequest, Store};
 use rmq_proto::store::store_service_server::StoreService;
 use rmq_proto::store::*;
@@ -38,59 +38,9 @@ fn reply<T>(t: T) -> std::result::Result<Response<T>, Status> {
     Ok(Response::new(t))
 }
 
-pub fn topic_to_proto(c: &TopicCfg) -> TopicConfig {
-    TopicConfig {
-        name: c.name.clone(),
-        read_queue_nums: c.read_queue_nums,
-        write_queue_nums: c.write_queue_nums,
-        perm: c.perm,
-        attributes: c
-            .attributes
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        order: c.order,
-    }
-}
-
-fn topic_from_proto(c: TopicConfig) -> TopicCfg {
-    TopicCfg {
-        name: c.name,
-        read_queue_nums: c.read_queue_nums,
-        write_queue_nums: c.write_queue_nums,
-        perm: c.perm,
-        attributes: c.attributes.into_iter().collect(),
-        order: c.order,
-    }
-}
-
-fn group_to_proto(g: &GroupCfg) -> GroupConfig {
-    GroupConfig {
-        name: g.name.clone(),
-        consume_enable: g.consume_enable,
-        consume_message_orderly: g.consume_message_orderly,
-        retry_max_times: g.retry_max_times,
-        retry_queue_nums: g.retry_queue_nums,
-        consume_broadcast_enable: g.consume_broadcast_enable,
-        consume_from_min_enable: g.consume_from_min_enable,
-        broker_id: g.broker_id,
-        which_broker_when_consume_slowly: g.which_broker_when_consume_slowly,
-    }
-}
-
-fn group_from_proto(g: GroupConfig) -> GroupCfg {
-    GroupCfg {
-        name: g.name,
-        consume_enable: g.consume_enable,
-        consume_message_orderly: g.consume_message_orderly,
-        retry_max_times: g.retry_max_times,
-        retry_queue_nums: g.retry_queue_nums,
-        consume_broadcast_enable: g.consume_broadcast_enable,
-        consume_from_min_enable: g.consume_from_min_enable,
-        broker_id: g.broker_id,
-        which_broker_when_consume_slowly: g.which_broker_when_consume_slowly,
-    }
-}
+pub use crate::state::record::{
+    group_from_proto, group_to_proto, topic_from_proto, topic_to_proto,
+};
 
 #[tonic::async_trait]
 impl StoreService for StoreGrpc {
@@ -116,6 +66,7 @@ impl StoreService for StoreGrpc {
         match self.store.append(msgs).await {
             Ok(rs) => reply(AppendResponse {
                 result: ok(),
+                refused_before_write: false,
                 entries: rs
                     .into_iter()
                     .map(|r| AppendEntry {
@@ -129,6 +80,7 @@ impl StoreService for StoreGrpc {
             Err(e) => reply(AppendResponse {
                 result: fail(&e),
                 entries: vec![],
+                refused_before_write: e.nothing_written(),
             }),
         }
     }
@@ -434,6 +386,23 @@ impl StoreService for StoreGrpc {
             queues,
             groups: self.store.groups(),
         })
+    }
+
+    async fn delete_expired_commit_log(
+        &self,
+        _: Request<DeleteExpiredRequest>,
+    ) -> std::result::Result<Response<DeleteExpiredResponse>, Status> {
+        match self.store.delete_expired_commit_log().await {
+            Ok(r) => reply(DeleteExpiredResponse {
+                result: ok(),
+                deleted: r.deleted,
+                min_offset: r.min_offset,
+            }),
+            Err(e) => reply(DeleteExpiredResponse {
+                result: fail(&e),
+                ..Default::default()
+            }),
+        }
     }
 
     async fn runtime_info(

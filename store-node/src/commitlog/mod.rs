@@ -1,12 +1,17 @@
-//! The commit log: fixed-size memory-mapped segments holding RocketMQ-layout records back to back.
+//! The commit log: fixed-size memory-mapped segments holding RocketMQ-layout records back to
+//! back.
 //!
 //! Appends happen under the store's writer lock through a [`Tail`]; readers see only bytes below
-//! the published position. Recovery walks every segment, keeps the longest prefix of valid
-//! records and durably zeroes whatever follows, so a crash right after recovery cannot resurrect
-//! a torn tail (the weakness of Java's in-memory truncation, apache/rocketmq#10666).
+//! the published position. New segments come ready from the [`allocator`], with their space
+//! reserved, so the append path never creates or syncs a file. Recovery ([`recovery`]) decides
+//! what a restart keeps; retention retires whole segments from the front.
 
+pub mod allocator;
+pub mod recovery;
+pub mod seals;
 pub mod segment;
 
+use crate::error::StoreError;
 use parking_lot::RwLock;
 use rmq_common::record::{self, RecordInput, RecordView, Scan};
 use segment::{Segment, sync_dir};
@@ -21,7 +26,12 @@ pub struct CommitLog {
     segments: RwLock<Vec<Arc<Segment>>>,
     published: AtomicI64,
     flushed: AtomicI64,
+    /// First retained offset.
+    min: AtomicI64,
     fsyncs: AtomicU64,
+    pub alloc: allocator::Allocator,
+    /// Ranges `[start, end)` known to be damaged (accepted at start, or found by a read).
+    damaged: RwLock<Vec<(i64, i64)>>,
 }
 
 /// The write cursor; owned by whoever holds the store's writer lock.
@@ -36,99 +46,71 @@ pub struct Appended {
     pub size: usize,
 }
 
-/// What recovery found.
-#[derive(Debug, Default, Clone)]
-pub struct RecoveryReport {
-    pub records: u64,
-    pub valid_end: i64,
-    /// Set when bytes after the last valid record were discarded.
-    pub truncated: Option<String>,
-}
-
 impl CommitLog {
-    /// Opens (or creates) the log in `dir`, calling `visit` for every valid record in order.
+    /// Opens the log as a recovery plan left it.
     pub fn open(
         dir: &Path,
         segment_size: usize,
-        mut visit: impl FnMut(&RecordView<'_>, &[u8]),
-    ) -> io::Result<(Self, Tail, RecoveryReport)> {
+        plan: &recovery::Plan,
+    ) -> io::Result<(Self, Tail)> {
         std::fs::create_dir_all(dir)?;
-        let mut files: Vec<(i64, PathBuf)> = std::fs::read_dir(dir)?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().to_string();
-                (name.len() == 20 && name.bytes().all(|b| b.is_ascii_digit()))
-                    .then(|| name.parse::<i64>().ok().map(|b| (b, e.path())))
-                    .flatten()
-            })
-            .collect();
-        files.sort();
-        let mut segments: Vec<Arc<Segment>> = Vec::new();
-        let mut report = RecoveryReport::default();
-        let mut end: i64 = files.first().map(|f| f.0).unwrap_or(0);
-        let mut stop = false;
-        for (base, path) in files {
-            if stop || base != end {
-                if !stop {
-                    report.truncated = Some(format!(
-                        "segment {} does not follow offset {end}",
-                        path.display()
-                    ));
-                }
-                std::fs::remove_file(&path)?;
-                stop = true;
-                continue;
-            }
-            let seg = Arc::new(Segment::open(&path, base)?);
-            let mut pos = 0usize;
-            loop {
-                let rest = seg.slice(pos, seg.size - pos);
-                match record::check(rest, seg.base + pos as i64) {
-                    Ok(Scan::Record(n)) => {
-                        let bytes = &rest[..n];
-                        if let Ok(view) = RecordView::parse(bytes) {
-                            visit(&view, bytes);
-                        }
-                        report.records += 1;
-                        pos += n;
-                        if pos == seg.size {
-                            end = seg.end();
-                            break;
-                        }
-                    }
-                    Ok(Scan::EndOfFile) => {
-                        end = seg.end();
-                        break;
-                    }
-                    Ok(Scan::End) => {
-                        end = seg.base + pos as i64;
-                        zero_tail(&seg, pos)?;
-                        stop = true;
-                        break;
-                    }
-                    Err(e) => {
-                        report.truncated =
-                            Some(format!("at offset {}: {e}", seg.base + pos as i64));
-                        zero_tail(&seg, pos)?;
-                        end = seg.base + pos as i64;
-                        stop = true;
-                        break;
-                    }
-                }
-            }
-            segments.push(seg);
+        let mut segments = Vec::with_capacity(plan.segments.len());
+        for s in &plan.segments {
+            segments.push(Arc::new(Segment::open(&s.path, s.base)?));
         }
-        sync_dir(dir)?;
-        report.valid_end = end;
+        let alloc = allocator::Allocator::start(dir.to_path_buf(), segment_size);
+        let mut prepared = Vec::new();
+        for s in &plan.prepared {
+            let seg = Arc::new(Segment::open(&s.path, s.base)?);
+            // A prepared segment from before space reservation (or copied sparsely) gets its
+            // blocks now; if that fails it is not used.
+            match seg.ensure_reserved() {
+                Ok(()) => prepared.push(seg),
+                Err(e) => {
+                    tracing::warn!(file = %s.path.display(), error = %e, "prepared segment dropped");
+                    drop(seg);
+                    let _ = std::fs::remove_file(&s.path);
+                }
+            }
+        }
+        alloc.adopt(prepared);
+        let end = plan.valid_end;
+        let min = segments.first().map(|s| s.base).unwrap_or(end);
+        let next = match segments.last() {
+            Some(s) if end < s.end() => s.end(),
+            _ => end,
+        };
+        alloc.want_from(next);
+        let damaged = plan
+            .damage
+            .iter()
+            .map(|d| (d.offset, d.offset + d.length.max(1)))
+            .collect();
         let log = Self {
             dir: dir.to_path_buf(),
             segment_size,
             segments: RwLock::new(segments),
             published: AtomicI64::new(end),
-            flushed: AtomicI64::new(end),
+            // What the checkpoint vouches for; recovery flushes the rest before serving.
+            flushed: AtomicI64::new(if plan.flushed == i64::MAX {
+                min
+            } else {
+                plan.flushed.clamp(min, end)
+            }),
+            min: AtomicI64::new(min),
             fsyncs: AtomicU64::new(0),
+            alloc,
+            damaged: RwLock::new(damaged),
         };
-        Ok((log, Tail { pos: end }, report))
+        Ok((log, Tail { pos: end }))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn segment_size(&self) -> usize {
+        self.segment_size
     }
 
     pub fn published(&self) -> i64 {
@@ -144,26 +126,72 @@ impl CommitLog {
     }
 
     pub fn min_offset(&self) -> i64 {
-        self.segments.read().first().map(|s| s.base).unwrap_or(0)
+        self.min.load(Ordering::Acquire)
     }
 
-    /// Appends one record at the tail, rolling to a new segment when it does not fit.
-    /// Must be called with the store's writer lock held (the `&mut Tail` proves it).
+    /// (base, end, path) of every segment, oldest first.
+    pub fn segment_list(&self) -> Vec<(i64, i64, PathBuf)> {
+        self.segments
+            .read()
+            .iter()
+            .map(|s| (s.base, s.end(), s.path.clone()))
+            .collect()
+    }
+
+    pub fn segment_at(&self, base: i64) -> Option<Arc<Segment>> {
+        self.segments
+            .read()
+            .iter()
+            .find(|s| s.base == base)
+            .cloned()
+    }
+
+    /// Whether appending records of these sizes at the tail needs segments that are not ready
+    /// (the caller then waits for the allocator instead of writing part of a batch).
+    pub fn needs_segments(&self, tail: &Tail, sizes: &[usize]) -> bool {
+        let last = self.segments.read().last().map(|s| (s.base, s.end()));
+        let mut pos = tail.pos;
+        let mut seg_end = match last {
+            Some((b, e)) if pos >= b && pos < e => e,
+            _ => pos, // at a boundary: the first record needs a new segment
+        };
+        let mut rolls = 0usize;
+        for &n in sizes {
+            if pos + (n + record::END_FILE_MIN_BLANK) as i64 > seg_end {
+                rolls += 1;
+                pos = seg_end.max(pos);
+                seg_end = pos + self.segment_size as i64;
+            }
+            pos += n as i64;
+        }
+        let boundary = match last {
+            Some((b, e)) if tail.pos >= b && tail.pos < e => e,
+            _ => tail.pos,
+        };
+        rolls > 0 && self.alloc.ready_from(boundary) < rolls
+    }
+
+    /// Appends one record at the tail, rolling to a prepared segment when it does not fit.
+    /// Must be called with the store's writer lock held (the `&mut Tail` proves it). With
+    /// `inline_roll`, a segment the allocator has not prepared yet is created right here
+    /// (state records, which must not fail for want of one); otherwise that is
+    /// [`StoreError::SegmentNotReady`].
     pub fn append(
         &self,
         tail: &mut Tail,
         input: &RecordInput<'_>,
         queue_offset: i64,
         store_timestamp: i64,
-    ) -> Result<Appended, crate::error::StoreError> {
+        inline_roll: bool,
+    ) -> Result<Appended, StoreError> {
         let size = record::encoded_len(input);
         if size + record::END_FILE_MIN_BLANK > self.segment_size {
-            return Err(crate::error::StoreError::BadRequest(format!(
+            return Err(StoreError::BadRequest(format!(
                 "record of {size} bytes does not fit a commitlog segment of {} bytes",
                 self.segment_size
             )));
         }
-        let seg = self.segment_for_append(tail, size)?;
+        let seg = self.segment_for_append(tail, size, inline_roll)?;
         let pos = (tail.pos - seg.base) as usize;
         // SAFETY: writer lock held (we own `tail`), region is beyond the published position.
         let out = unsafe { seg.slice_mut(pos, size) };
@@ -175,8 +203,8 @@ impl CommitLog {
 
     /// Appends bytes that already form whole records at `tail.pos` (a replica copying its
     /// master). The bytes must start at a record boundary.
-    pub fn append_raw(&self, tail: &mut Tail, bytes: &[u8]) -> io::Result<()> {
-        let seg = self.segment_for_append(tail, bytes.len())?;
+    pub fn append_raw(&self, tail: &mut Tail, bytes: &[u8]) -> Result<(), StoreError> {
+        let seg = self.segment_for_append(tail, bytes.len(), true)?;
         let pos = (tail.pos - seg.base) as usize;
         // SAFETY: as in `append`.
         let out = unsafe { seg.slice_mut(pos, bytes.len()) };
@@ -185,9 +213,15 @@ impl CommitLog {
         Ok(())
     }
 
-    fn segment_for_append(&self, tail: &mut Tail, size: usize) -> io::Result<Arc<Segment>> {
+    fn segment_for_append(
+        &self,
+        tail: &mut Tail,
+        size: usize,
+        inline_roll: bool,
+    ) -> Result<Arc<Segment>, StoreError> {
         let last = self.segments.read().last().cloned();
         if let Some(seg) = last
+            && tail.pos >= seg.base
             && tail.pos < seg.end()
         {
             let left = (seg.end() - tail.pos) as usize;
@@ -200,8 +234,25 @@ impl CommitLog {
             record::encode_blank(left, out);
             tail.pos = seg.end();
         }
-        let seg = Arc::new(Segment::create(&self.dir, tail.pos, self.segment_size)?);
-        self.segments.write().push(seg.clone());
+        let seg = match self.alloc.take(tail.pos) {
+            Some(s) => s,
+            None if inline_roll => self.alloc.create_now(tail.pos).map_err(|e| {
+                StoreError::DiskFull(format!("cannot create a commitlog segment: {e}"))
+            })?,
+            None => {
+                return Err(match self.alloc.failure() {
+                    Some(f) => StoreError::DiskFull(format!(
+                        "cannot reserve the next commitlog segment: {f}"
+                    )),
+                    None => StoreError::SegmentNotReady,
+                });
+            }
+        };
+        let mut segs = self.segments.write();
+        if segs.is_empty() {
+            self.min.store(seg.base, Ordering::Release);
+        }
+        segs.push(seg.clone());
         Ok(seg)
     }
 
@@ -236,16 +287,50 @@ impl CommitLog {
             .map(|s| s.end())
     }
 
+    /// The damaged range holding `offset`, if any.
+    pub fn damaged_at(&self, offset: i64) -> Option<(i64, i64)> {
+        self.damaged
+            .read()
+            .iter()
+            .copied()
+            .find(|&(a, b)| offset >= a && offset < b)
+    }
+
+    /// Remembers a damaged range a read found; returns whether it was new.
+    pub fn mark_damaged(&self, start: i64, end: i64) -> bool {
+        let mut d = self.damaged.write();
+        if d.iter().any(|&(a, b)| start >= a && start < b) {
+            return false;
+        }
+        d.push((start, end.max(start + 1)));
+        d.sort();
+        true
+    }
+
+    pub fn damaged_ranges(&self) -> Vec<(i64, i64)> {
+        self.damaged.read().clone()
+    }
+
     /// Whole records (and an end-of-segment marker) from `from`, at most about `max` bytes,
-    /// never across a segment end. Returns the bytes and the offset after them.
-    pub fn records_from(&self, from: i64, max: usize) -> Option<(Vec<u8>, i64)> {
+    /// never across a segment end. A damaged range comes alone, raw (the third value says so):
+    /// a replica copies it as it is, so both logs stay byte-identical.
+    pub fn records_from(&self, from: i64, max: usize) -> Option<(Vec<u8>, i64, bool)> {
         let end = self.published();
         if from >= end {
-            return Some((Vec::new(), from));
+            return Some((Vec::new(), from, false));
+        }
+        if let Some((_, b)) = self.damaged_at(from) {
+            let stop = b.min(end).min(self.segment_end(from)?);
+            let bytes = self.read_raw(from, (stop - from) as usize)?;
+            let next = from + bytes.len() as i64;
+            return Some((bytes, next, true));
         }
         let mut at = from;
         let mut len = 0usize;
         while at < end {
+            if self.damaged_at(at).is_some() {
+                break;
+            }
             let head = self.read_raw(at, 8)?;
             if head.len() < 8 {
                 break;
@@ -255,7 +340,7 @@ impl CommitLog {
             if magic == record::BLANK_MAGIC {
                 len += 8;
                 let bytes = self.read_raw(from, len)?;
-                return Some((bytes, self.segment_end(at)?));
+                return Some((bytes, self.segment_end(at)?, false));
             }
             if size == 0 || (len > 0 && len + size > max) {
                 break;
@@ -264,26 +349,46 @@ impl CommitLog {
             at += size as i64;
         }
         let bytes = self.read_raw(from, len)?;
-        (bytes.len() == len).then_some((bytes, from + len as i64))
+        (bytes.len() == len).then_some((bytes, from + len as i64, false))
     }
 
-    /// Walks every published record in order.
-    pub fn scan(&self, mut visit: impl FnMut(&RecordView<'_>, &[u8])) {
+    /// Walks the published records in `[from, to)` in order (from a record boundary), jumping
+    /// over damaged ranges; `visit` gets each record with its position.
+    pub fn scan_range(
+        &self,
+        from: i64,
+        to: i64,
+        mut visit: impl FnMut(i64, &RecordView<'_>, &[u8]),
+    ) {
         let segs: Vec<Arc<Segment>> = self.segments.read().clone();
-        let end = self.published();
-        for seg in segs {
-            let mut pos = 0usize;
-            while seg.base + (pos as i64) < end && pos < seg.size {
+        let to = to.min(self.published());
+        let mut at = from;
+        for seg in segs.iter().filter(|s| s.end() > from) {
+            if at < seg.base {
+                at = seg.base;
+            }
+            while at < to && at < seg.end() {
+                if let Some((_, b)) = self.damaged_at(at) {
+                    at = b;
+                    continue;
+                }
+                let pos = (at - seg.base) as usize;
                 let rest = seg.slice(pos, seg.size - pos);
-                match record::check(rest, seg.base + pos as i64) {
+                match record::check(rest, at) {
                     Ok(Scan::Record(n)) => {
                         if let Ok(v) = RecordView::parse(&rest[..n]) {
-                            visit(&v, &rest[..n]);
+                            visit(at, &v, &rest[..n]);
                         }
-                        pos += n;
+                        at += n as i64;
+                    }
+                    Ok(Scan::EndOfFile) => {
+                        at = seg.end();
                     }
                     _ => break,
                 }
+            }
+            if at >= to {
+                break;
             }
         }
     }
@@ -306,12 +411,53 @@ impl CommitLog {
         {
             last.zero_from((to - last.base) as usize)?;
         }
+        let next = match segs.last() {
+            Some(s) if to < s.end() && to >= s.base => s.end(),
+            _ => to,
+        };
         drop(segs);
         sync_dir(&self.dir)?;
         tail.pos = to;
         self.published.store(to, Ordering::Release);
         self.flushed.fetch_min(to, Ordering::AcqRel);
+        self.damaged.write().retain(|&(a, _)| a < to);
+        self.alloc.want_from(next);
         Ok(())
+    }
+
+    /// Discards every segment and restarts the log empty at `base` (a slave whose log cannot
+    /// continue its master's). Returns the removed files.
+    pub fn reset_to(&self, tail: &mut Tail, base: i64) -> io::Result<Vec<PathBuf>> {
+        let gone: Vec<Arc<Segment>> = self.segments.write().drain(..).collect();
+        let mut paths = Vec::new();
+        for s in gone {
+            std::fs::remove_file(&s.path)?;
+            paths.push(s.path.clone());
+        }
+        sync_dir(&self.dir)?;
+        tail.pos = base;
+        self.published.store(base, Ordering::Release);
+        self.flushed.store(base, Ordering::Release);
+        self.min.store(base, Ordering::Release);
+        self.damaged.write().clear();
+        self.alloc.want_from(base);
+        Ok(paths)
+    }
+
+    /// Takes the segments wholly below `new_min` out of the log (retention); the caller deletes
+    /// their files. Never the segment holding the tail.
+    pub fn retire_below(&self, new_min: i64) -> Vec<Arc<Segment>> {
+        let mut segs = self.segments.write();
+        let keep_from = segs
+            .iter()
+            .position(|s| s.end() > new_min)
+            .unwrap_or(segs.len().saturating_sub(1));
+        let gone: Vec<Arc<Segment>> = segs.drain(..keep_from).collect();
+        if let Some(first) = segs.first() {
+            self.min.store(first.base, Ordering::Release);
+        }
+        self.damaged.write().retain(|&(_, b)| b > new_min);
+        gone
     }
 
     /// Makes everything appended so far visible to readers.
@@ -379,10 +525,8 @@ impl CommitLog {
         self.flushed.fetch_max(target, Ordering::AcqRel);
         Ok(true)
     }
-}
 
-/// Durably zeroes everything after `pos` in a segment, so a stale tail can never be read as
-/// records after the next crash.
-fn zero_tail(seg: &Segment, pos: usize) -> io::Result<()> {
-    seg.zero_from(pos)
+    pub fn shutdown(&self) {
+        self.alloc.shutdown();
+    }
 }

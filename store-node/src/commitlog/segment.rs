@@ -1,5 +1,8 @@
 //! One memory-mapped commitlog file, named by the 20-digit global offset of its first byte.
+//! Its space is reserved when it is created ([`crate::durable::reserve`]): writes through the
+//! mapping can then never fault on an unallocated page, which on a full disk kills the process.
 
+use crate::durable;
 use memmap2::MmapRaw;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -10,7 +13,7 @@ pub struct Segment {
     pub size: usize,
     pub path: PathBuf,
     map: MmapRaw,
-    _file: File,
+    file: File,
 }
 
 // SAFETY: the mapping is shared memory; the commit log only writes bytes beyond the published
@@ -23,16 +26,10 @@ pub fn file_name(base: i64) -> String {
 }
 
 impl Segment {
+    /// Creates the segment file with its whole size reserved (blocking: allocator thread).
     pub fn create(dir: &Path, base: i64, size: usize) -> io::Result<Self> {
         let path = dir.join(file_name(base));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        file.set_len(size as u64)?;
-        file.sync_all()?;
-        sync_dir(dir)?;
+        let file = durable::create_reserved(&path, size as u64)?;
         Self::map(file, path, base)
     }
 
@@ -55,8 +52,14 @@ impl Segment {
             size,
             path,
             map,
-            _file: file,
+            file,
         })
+    }
+
+    /// Makes sure every block of the file is allocated (a segment written before space
+    /// reservation, or one whose reservation was lost, e.g. copied sparsely).
+    pub fn ensure_reserved(&self) -> io::Result<()> {
+        durable::reserve(&self.file, self.size as u64)
     }
 
     /// Zeroes every non-zero byte in `[pos, size)` through the file (not the mapping, so
@@ -65,7 +68,7 @@ impl Segment {
         use std::os::fd::AsRawFd;
         use std::os::unix::fs::FileExt;
         const CHUNK: usize = 256 * 1024;
-        let fd = self._file.as_raw_fd();
+        let fd = self.file.as_raw_fd();
         let mut buf = vec![0u8; CHUNK];
         let zeros = vec![0u8; CHUNK];
         let mut at = pos as i64;
@@ -86,12 +89,12 @@ impl Segment {
             let mut off = data.max(at);
             while off < end {
                 let len = CHUNK.min((end - off) as usize);
-                let n = self._file.read_at(&mut buf[..len], off as u64)?;
+                let n = self.file.read_at(&mut buf[..len], off as u64)?;
                 if n == 0 {
                     break;
                 }
                 if buf[..n].iter().any(|b| *b != 0) {
-                    self._file.write_at(&zeros[..n], off as u64)?;
+                    self.file.write_at(&zeros[..n], off as u64)?;
                     dirty = true;
                 }
                 off += n as i64;
@@ -99,9 +102,15 @@ impl Segment {
             at = end;
         }
         if dirty {
-            self._file.sync_data()?;
+            self.file.sync_data()?;
         }
         Ok(())
+    }
+
+    /// The offset just past the last non-zero byte at or after `pos` (`pos` when all zero).
+    pub fn last_nonzero_end(&self, pos: usize) -> usize {
+        let s = self.slice(pos, self.size - pos);
+        s.iter().rposition(|b| *b != 0).map_or(pos, |i| pos + i + 1)
     }
 
     pub fn end(&self) -> i64 {
@@ -135,8 +144,12 @@ impl Segment {
         }
         self.map.flush_range(pos, len)
     }
+
+    pub fn metadata(&self) -> io::Result<std::fs::Metadata> {
+        self.file.metadata()
+    }
 }
 
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    durable::sync_dir(dir)
 }

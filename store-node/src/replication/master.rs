@@ -93,22 +93,42 @@ impl ReplicationService for ReplicationGrpc {
                 tracing::warn!(error = %e, "handed-over state change not applied");
             }
         }
-        let start = self.store.common_prefix(&hello);
+        let begin = match self.store.replication_start(&hello) {
+            Ok(b) => b,
+            Err(e) => return refuse(e.to_string()),
+        };
         let master_end = self.store.commit_log().published();
-        tracing::info!(slave = %peer, broker_id = hello.broker_id, slave_end = hello.log_end, start, "slave connected");
+        let (accept, start) = match begin {
+            crate::store::Start::From(start) => (
+                Accept {
+                    truncate_to: start,
+                    master_end,
+                    ..Accept::default()
+                },
+                start,
+            ),
+            crate::store::Start::Reset { base, snapshot } => (
+                Accept {
+                    truncate_to: base,
+                    master_end,
+                    reset: true,
+                    reset_to: base,
+                    snapshot,
+                },
+                base,
+            ),
+        };
+        tracing::info!(slave = %peer, broker_id = hello.broker_id, slave_end = hello.log_end, start, reset = accept.reset, "slave connected");
         let (tx, rx) = mpsc::channel::<Result<MasterMessage, Status>>(4);
         let accept = MasterMessage {
-            msg: Some(Out::Accept(Accept {
-                truncate_to: start,
-                master_end,
-            })),
+            msg: Some(Out::Accept(accept)),
         };
         if tx.send(Ok(accept)).await.is_err() {
             return Err(Status::cancelled("slave went away"));
         }
         let store = self.store.clone();
         let conn = store.replicas.connect(hello.broker_id, peer.clone(), start);
-        store.remember_slave();
+        store.remember_slave().await;
         let sender = {
             let (store, tx) = (store.clone(), tx.clone());
             tokio::spawn(async move {
@@ -127,7 +147,8 @@ impl ReplicationService for ReplicationGrpc {
                         }
                         continue;
                     }
-                    let Some((bytes, next)) = store.commit_log().records_from(cursor, CHUNK) else {
+                    let Some((bytes, next, raw)) = store.commit_log().records_from(cursor, CHUNK)
+                    else {
                         tracing::warn!(cursor, "replication source range is gone");
                         break;
                     };
@@ -150,6 +171,7 @@ impl ReplicationService for ReplicationGrpc {
                             offset: cursor,
                             bytes: bytes.into(),
                             master_end,
+                            raw,
                         })),
                     };
                     // Counted as sent before it is handed to the stream: once queued, the

@@ -68,15 +68,30 @@ async fn run_once(store: &Arc<Store>, addr: &str) -> Result<(), String> {
         Some(m) => match m.msg {
             Some(Out::Accept(a)) => {
                 store.confirm_handover(handed);
-                if a.truncate_to < store.commit_log().published() {
+                let s = store.clone();
+                if a.reset {
                     tracing::warn!(
-                        to = a.truncate_to,
-                        "slave log diverged from the master: truncating to the common prefix"
+                        base = a.reset_to,
+                        "this slave's log cannot continue the master's (the master deleted what \
+                         it would need): starting over from the master's snapshot"
                     );
-                }
-                if a.truncate_to != store.commit_log().published() {
-                    store
-                        .truncate_to(a.truncate_to)
+                    tokio::task::spawn_blocking(move || {
+                        s.reset_from_master(a.reset_to, &a.snapshot)
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+                } else if a.truncate_to != store.commit_log().published() {
+                    if a.truncate_to < store.commit_log().published() {
+                        tracing::warn!(
+                            to = a.truncate_to,
+                            "slave log diverged from the master: truncating to the common prefix"
+                        );
+                    }
+                    let to = a.truncate_to;
+                    tokio::task::spawn_blocking(move || s.truncate_to(to))
+                        .await
+                        .map_err(|e| e.to_string())?
                         .map_err(|e| e.to_string())?;
                 }
                 store.set_master_end(a.master_end);
@@ -96,7 +111,7 @@ async fn run_once(store: &Arc<Store>, addr: &str) -> Result<(), String> {
         match m.msg {
             Some(Out::Data(d)) => {
                 let end = store
-                    .append_replica(d.offset, &d.bytes)
+                    .append_replica(d.offset, &d.bytes, d.raw)
                     .map_err(|e| e.to_string())?;
                 store
                     .await_local_durable(end)
