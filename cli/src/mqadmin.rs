@@ -169,6 +169,9 @@ fn commands() -> Vec<Command> {
         base("brokerStatus", "Fetch broker runtime status data")
             .arg(opt('b', "brokerAddr", "Broker address"))
             .arg(opt('c', "clusterName", "which cluster")),
+        base("deleteExpiredCommitLog", "Delete expired CommitLog files")
+            .arg(opt('b', "brokerAddr", "Broker address"))
+            .arg(opt('c', "cluster", "cluster name")),
     ]
 }
 
@@ -360,6 +363,7 @@ async fn run(cmd: &str, m: &ArgMatches) -> Res<()> {
         "consumerProgress" => consumer_progress(m).await,
         "brokerStatus" => broker_status(m).await,
         "haStatus" => ha_status(m).await,
+        "deleteExpiredCommitLog" => delete_expired_commit_log(m).await,
         _ => Err(format!("{cmd} is not implemented").into()),
     }
 }
@@ -965,6 +969,46 @@ async fn broker_status(m: &ArgMatches) -> Res<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// Runs retention now on one node (`-b`) or every node of a cluster (`-c`, slaves included, as
+/// Apache does), ignoring the deleteWhen hour. Prints each deleted file, then `success`.
+async fn delete_expired_commit_log(m: &ArgMatches) -> Res<()> {
+    use rmq_proto::store::DeleteExpiredRequest;
+    let targets: Vec<String> = match (
+        m.get_one::<String>("brokerAddr"),
+        m.get_one::<String>("cluster"),
+    ) {
+        (Some(b), _) => vec![b.clone()],
+        (None, Some(c)) => brokers(m)
+            .await?
+            .into_iter()
+            .filter(|b| &b.cluster == c)
+            .map(|b| b.addr)
+            .collect(),
+        _ => return Err("either -b or -c is required".into()),
+    };
+    if targets.is_empty() {
+        return Err("no broker found".into());
+    }
+    for addr in targets {
+        let r = store(&addr)
+            .await?
+            .delete_expired_commit_log(DeleteExpiredRequest {})
+            .await?
+            .into_inner();
+        check(&r.result)?;
+        for f in &r.deleted {
+            println!("{addr} deleted {f}");
+        }
+        println!(
+            "{addr} commitLogMinOffset {} ({} file(s) deleted)",
+            r.min_offset,
+            r.deleted.len()
+        );
+    }
+    println!("success");
     Ok(())
 }
 

@@ -31,6 +31,8 @@ pub struct Cluster2m2s {
     pub dir: tempfile::TempDir,
     pub procs: HashMap<String, Proc>,
     overrides: Vec<(String, String)>,
+    /// Keys set on every node, slaves included.
+    every_node: Vec<(String, String)>,
 }
 
 impl Cluster2m2s {
@@ -70,6 +72,16 @@ impl Cluster2m2s {
 
     /// Starts everything. `overrides` set keys in the masters' files (e.g. brokerRole=ASYNC_MASTER).
     pub fn start(overrides: &[(&str, &str)]) -> Self {
+        Self::start_with(overrides, &[], &[])
+    }
+
+    /// As [`Self::start`], plus keys set on every node, and nodes left stopped (start them with
+    /// [`Self::start_node`]; their configuration is written).
+    pub fn start_with(
+        overrides: &[(&str, &str)],
+        every_node: &[(&str, &str)],
+        stopped: &[&str],
+    ) -> Self {
         let a = PortSlot::acquire();
         let b = PortSlot::acquire();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -78,6 +90,7 @@ impl Cluster2m2s {
             b,
             dir,
             procs: HashMap::new(),
+            every_node: Vec::new(),
             overrides: overrides
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -102,11 +115,19 @@ impl Cluster2m2s {
             wait_port(c.namesrv_port(i), &p);
             c.procs.insert(name, p);
         }
+        c.every_node = every_node
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         for node in NODES {
             c.write_config(node);
-            c.start_node(node);
+            if !stopped.contains(&node) {
+                c.start_node(node);
+            }
         }
-        c.wait_slaves_connected();
+        if stopped.is_empty() {
+            c.wait_slaves_connected();
+        }
         for i in 0..2u16 {
             let name = format!("proxy{}", i + 1);
             let f = c.dir.path().join(format!("{name}.json"));
@@ -185,6 +206,9 @@ impl Cluster2m2s {
                     out.push_str(&format!("{k}={v}\n"));
                 }
             }
+        }
+        for (k, v) in &self.every_node {
+            out.push_str(&format!("{k}={v}\n"));
         }
         out.push_str(&format!("metricsPromExporterPort={}\n", self.b.port(4 + i)));
         std::fs::write(self.dir.path().join(format!("{node}.properties")), out).unwrap();
@@ -277,6 +301,11 @@ impl Cluster2m2s {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name().is_some_and(|n| {
+                    n.len() == 20 && n.to_string_lossy().bytes().all(|b| b.is_ascii_digit())
+                })
+            })
             .collect();
         files.sort();
         let mut out = Vec::new();

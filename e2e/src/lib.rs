@@ -173,8 +173,12 @@ impl Standalone {
     pub const METRICS: u16 = 4;
 
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_in(tempfile::tempdir().expect("tempdir"), extra)
+    }
+
+    /// Starts on a directory prepared by the caller (the store lives in `dir/data/store`).
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Self {
         let slot = PortSlot::acquire();
-        let dir = tempfile::tempdir().expect("tempdir");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let proc = Self::spawn(&slot, dir.path(), &extra);
         Self {
@@ -185,7 +189,7 @@ impl Standalone {
         }
     }
 
-    fn spawn(slot: &PortSlot, dir: &Path, extra: &[String]) -> Proc {
+    fn args(slot: &PortSlot, dir: &Path, extra: &[String]) -> Vec<String> {
         let mut args: Vec<String> = vec![
             "standalone".into(),
             "--bind".into(),
@@ -206,16 +210,48 @@ impl Standalone {
             "brokerName=broker-a".into(),
         ];
         args.extend(extra.iter().cloned());
-        let p = Proc::spawn("standalone", &args, dir, dir);
+        args
+    }
+
+    fn spawn(slot: &PortSlot, dir: &Path, extra: &[String]) -> Proc {
+        let p = Proc::spawn("standalone", &Self::args(slot, dir, extra), dir, dir);
         wait_port(slot.port(Self::PROXY), &p);
         wait_port(slot.port(Self::NAMESRV), &p);
         p
+    }
+
+    /// The store root inside the data folder.
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.path().join("data").join("store")
     }
 
     /// Starts the same node again on the same data (after a kill).
     pub fn restart(&mut self) {
         self.proc.kill9();
         self.proc = Self::spawn(&self.slot, self.dir.path(), &self.extra);
+    }
+
+    /// Starts it again with more settings (kept for later restarts).
+    pub fn restart_with(&mut self, more: &[&str]) {
+        self.extra.extend(more.iter().map(|s| s.to_string()));
+        self.restart();
+    }
+
+    /// Stops it (SIGTERM: a clean shutdown).
+    pub fn stop(&mut self) {
+        self.proc.terminate();
+    }
+
+    /// Runs `rmq standalone` on this data expecting it to refuse to start: returns its exit
+    /// status and output (bounded wait).
+    pub fn start_refused(&mut self, more: &[&str]) -> (Option<std::process::ExitStatus>, String) {
+        self.proc.kill9();
+        let mut extra = self.extra.clone();
+        extra.extend(more.iter().map(|s| s.to_string()));
+        run_to_exit(
+            &Self::args(&self.slot, self.dir.path(), &extra),
+            self.dir.path(),
+        )
     }
 
     pub fn access_url(&self) -> String {
@@ -237,6 +273,38 @@ impl Standalone {
         assert!(out.contains("success"), "updateTopic failed: {out}");
         wait_route(&self.namesrv(), topic);
     }
+}
+
+/// Runs `rmq <args>` to its exit (at most 60 s; killed after that): status and output.
+pub fn run_to_exit(args: &[String], cwd: &Path) -> (Option<std::process::ExitStatus>, String) {
+    let log = cwd.join(format!("run-{}.log", std::process::id()));
+    let out = File::create(&log).expect("log file");
+    let err = out.try_clone().expect("log file");
+    let mut child = Command::new(bin("rmq"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("NAMESRV_ADDR")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .expect("spawn rmq");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    (status, text)
 }
 
 /// Runs `mqadmin <args> -n <namesrv>`; returns stdout+stderr, asserting exit 0.

@@ -455,75 +455,11 @@ async fn garbage_segments_and_missing_segments_are_refused_untouched() {
     assert_eq!(tree(&dir), before);
 }
 
-/// An Apache RocketMQ store as its broker leaves it: commit-log records without rmq's CRC
-/// property, consume queues, config JSON, checkpoint, abort and lock files.
-fn apache_store(root: &Path) {
-    use rmq_common::record::{RecordInput, encode, encode_properties, encoded_len};
-    std::fs::create_dir_all(root.join("commitlog")).unwrap();
-    std::fs::create_dir_all(root.join("config")).unwrap();
-    std::fs::create_dir_all(root.join("consumequeue/TopicTest/0")).unwrap();
-    let mut log = vec![0u8; 1 << 20];
-    let mut at = 0usize;
-    let mut cq = Vec::new();
-    for i in 0..5 {
-        let props = encode_properties([("UNIQ_KEY", "7F0000017A2B"), ("TAGS", "TagA")]);
-        let body = format!("Hello RocketMQ {i}");
-        let input = RecordInput {
-            topic: "TopicTest",
-            queue_id: 0,
-            flag: 0,
-            sys_flag: 0,
-            born_timestamp: 1_700_000_000_000,
-            born_host: "10.0.0.1:51000".parse().unwrap(),
-            store_host: "10.0.0.2:10911".parse().unwrap(),
-            reconsume_times: 0,
-            prepared_tx_offset: 0,
-            body: body.as_bytes(),
-            properties: &props,
-        };
-        // Apache's encoder writes no __CRC32# property: drop ours and fix the lengths.
-        let mut rec = vec![0u8; encoded_len(&input)];
-        encode(&input, i, at as i64, 1_700_000_000_100, &mut rec).unwrap();
-        let crc_prop = rmq_common::record::CRC_PROP_LEN;
-        rec.truncate(rec.len() - crc_prop);
-        let total = rec.len() as i32;
-        rec[0..4].copy_from_slice(&total.to_be_bytes());
-        let plen_at = rec.len() - props.len() - 2;
-        rec[plen_at..plen_at + 2].copy_from_slice(&(props.len() as i16).to_be_bytes());
-        assert!(rmq_common::record::check_apache(&rec, at as i64).is_ok());
-        log[at..at + rec.len()].copy_from_slice(&rec);
-        cq.extend_from_slice(&(at as i64).to_be_bytes());
-        cq.extend_from_slice(&total.to_be_bytes());
-        cq.extend_from_slice(
-            &(i64::from(rmq_common::java::string_hash_code("TagA"))).to_be_bytes(),
-        );
-        at += rec.len();
-    }
-    std::fs::write(root.join("commitlog/00000000000000000000"), &log).unwrap();
-    let mut cq_file = vec![0u8; 6000];
-    cq_file[..cq.len()].copy_from_slice(&cq);
-    std::fs::write(
-        root.join("consumequeue/TopicTest/0/00000000000000000000"),
-        &cq_file,
-    )
-    .unwrap();
-    std::fs::write(
-        root.join("config/topics.json"),
-        br#"{"topicConfigTable":{"TopicTest":{"topicName":"TopicTest","readQueueNums":4,"writeQueueNums":4,"perm":6}}}"#,
-    )
-    .unwrap();
-    let mut cp = vec![0u8; 4096];
-    cp[..8].copy_from_slice(&1_700_000_000_100i64.to_be_bytes());
-    std::fs::write(root.join("checkpoint"), &cp).unwrap();
-    std::fs::write(root.join("abort"), b"").unwrap();
-    std::fs::write(root.join("lock"), b"").unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apache_store_directory_is_recognised_and_left_untouched() {
     let base = tempfile::tempdir().unwrap();
     let root = base.path().join("store");
-    apache_store(&root);
+    rmq_store_node::layout::testing::write_apache_store(&root);
     let before = tree(&root);
     let msg = refusal(Store::open(config(&root)));
     assert!(msg.contains("Apache RocketMQ"), "{msg}");

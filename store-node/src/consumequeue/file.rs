@@ -1,13 +1,19 @@
 //! One consume-queue file: fixed 20-byte units `[commitlog offset i64][size i32][tags code i64]`
-//! (Apache's layout), memory-mapped, its space reserved when it is created.
+//! (Apache's layout), memory-mapped. The file has its full length from the start but its space
+//! is reserved in chunks ahead of the units being written, so a write through the mapping never
+//! meets an unallocated page (a SIGBUS on a full disk), while a queue holding a few messages
+//! costs 64 KiB of disk, not 6 MB.
 
 use crate::durable;
 use memmap2::MmapRaw;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub const UNIT: usize = 20;
+/// Space reserved at a time.
+pub const RESERVE_CHUNK: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CqEntry {
@@ -22,7 +28,9 @@ pub struct CqFile {
     pub units: i64,
     pub path: PathBuf,
     map: MmapRaw,
-    _file: File,
+    file: File,
+    /// Bytes from the start known to have their blocks.
+    reserved: AtomicUsize,
 }
 
 // SAFETY: shared memory written by the store's single dispatcher (under its writer lock) at
@@ -39,7 +47,9 @@ impl CqFile {
     pub fn create(dir: &Path, start: i64, units: i64) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(file_name(start));
-        let file = durable::create_reserved(&path, (units as u64) * UNIT as u64)?;
+        let len = (units as u64) * UNIT as u64;
+        let file = durable::create_reserved(&path, (RESERVE_CHUNK as u64).min(len))?;
+        file.set_len(len)?;
         Self::map(file, path, start)
     }
 
@@ -65,8 +75,29 @@ impl CqFile {
             units: (len / UNIT) as i64,
             path,
             map,
-            _file: file,
+            file,
+            reserved: AtomicUsize::new(0),
         })
+    }
+
+    /// Reserves blocks so that the unit at `o` (and a chunk beyond) can be written.
+    pub fn reserve_through(&self, o: i64) -> io::Result<()> {
+        let need = ((o - self.start + 1).max(0) as usize * UNIT).min(self.units as usize * UNIT);
+        if need <= self.reserved.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let upto = (need + RESERVE_CHUNK).min(self.units as usize * UNIT);
+        durable::reserve(&self.file, upto as u64)?;
+        self.reserved.fetch_max(upto, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Whether writing the unit at `o` needs a reservation first (or soon: within half a
+    /// chunk, so the housekeeper can do it ahead).
+    pub fn needs_reserve(&self, o: i64) -> bool {
+        let need = ((o - self.start + 1).max(0) as usize * UNIT + RESERVE_CHUNK / 2)
+            .min(self.units as usize * UNIT);
+        need > self.reserved.load(Ordering::Acquire)
     }
 
     pub fn end(&self) -> i64 {
@@ -96,6 +127,7 @@ impl CqFile {
     /// or is being rewritten with identical content during replay.
     pub unsafe fn put(&self, o: i64, e: &CqEntry) {
         let i = (o - self.start) as usize;
+        debug_assert!((i + 1) * UNIT <= self.reserved.load(Ordering::Acquire));
         assert!(i < self.units as usize);
         let mut b = [0u8; UNIT];
         b[0..8].copy_from_slice(&e.phys.to_be_bytes());
@@ -105,14 +137,6 @@ impl CqFile {
         unsafe {
             std::ptr::copy_nonoverlapping(b.as_ptr(), self.map.as_mut_ptr().add(i * UNIT), UNIT)
         };
-    }
-
-    /// Zeroes units `[from, end)` (a cut tail's entries, so they can never be read again).
-    pub fn zero_from(&self, from: i64) {
-        let i = (from - self.start).clamp(0, self.units) as usize;
-        let len = (self.units as usize - i) * UNIT;
-        // SAFETY: in bounds; called by the single writer on units beyond the readable maximum.
-        unsafe { std::ptr::write_bytes(self.map.as_mut_ptr().add(i * UNIT), 0, len) };
     }
 
     /// Makes units `[from, to)` durable.

@@ -109,6 +109,25 @@ impl ConsumeQueue {
             Some(f) => f,
             None => self.create_file_for(o)?,
         };
+        file.reserve_through(o)?;
+        let max = self.max();
+        if o > max && max > self.min() {
+            // A gap (a damaged record never dispatched): holes, not whatever a previous run
+            // left in those units.
+            for g in max.max(file.start)..o {
+                // SAFETY: as below; the gap is beyond what readers may read.
+                unsafe {
+                    file.put(
+                        g,
+                        &CqEntry {
+                            phys: 0,
+                            size: 0,
+                            tags_code: 0,
+                        },
+                    )
+                };
+            }
+        }
         // SAFETY: the store's writer lock makes us the only writer; `o` is beyond what readers
         // may read, or replay rewrites identical bytes.
         unsafe { file.put(o, e) };
@@ -138,6 +157,11 @@ impl ConsumeQueue {
     /// the first file of an empty queue, the next one when the last is three quarters full.
     pub fn prepare_next_file(&self) -> io::Result<bool> {
         let max = self.max();
+        if let Some(f) = self.file_for(max)
+            && f.needs_reserve(max)
+        {
+            f.reserve_through(max + (super::file::RESERVE_CHUNK / super::file::UNIT) as i64 / 2)?;
+        }
         let last_end = self.files.read().last().map(|f| (f.start, f.end()));
         let want = match last_end {
             None => Some(max - max.rem_euclid(self.units_per_file)),
@@ -161,11 +185,8 @@ impl ConsumeQueue {
         if max >= self.max() {
             return;
         }
+        // Units beyond the maximum are never read, and are rewritten before they are again.
         self.max.store(max, Ordering::Release);
-        if let Some(f) = self.file_for(max) {
-            f.zero_from(max);
-        }
-        self.dirty_from.fetch_min(max, Ordering::AcqRel);
     }
 
     /// Makes every unit written since the last sync durable.

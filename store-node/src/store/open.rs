@@ -298,7 +298,11 @@ impl Store {
             }
         }
         seals.forget_below(log.min_offset());
-        seals.save(&dirs.seals())?;
+        if let Err(e) = seals.save(&dirs.seals()) {
+            // Not fatal (a full disk must not keep the node down): segments not sealed now
+            // are verified again at the next start.
+            tracing::error!(error = %e, "cannot write the seal manifest");
+        }
         let mut report = RecoveryReport {
             records,
             replay_from: scan_from,
