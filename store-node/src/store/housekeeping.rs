@@ -53,6 +53,9 @@ pub struct CleanReport {
 }
 
 pub(super) fn start(store: &Arc<Store>) -> Handle {
+    // Known before the first send: a node restarted on a full disk refuses from its first
+    // message, not after the first tick.
+    store.check_disk();
     let (tx, rx) = mpsc::channel();
     let weak = Arc::downgrade(store);
     let thread = std::thread::Builder::new()
