@@ -196,6 +196,7 @@ impl CommitLog {
         // SAFETY: writer lock held (we own `tail`), region is beyond the published position.
         let out = unsafe { seg.slice_mut(pos, size) };
         record::encode(input, queue_offset, tail.pos, store_timestamp, out)?;
+        seg.touch(store_timestamp);
         let phys = tail.pos;
         tail.pos += size as i64;
         Ok(Appended { phys, size })
@@ -209,6 +210,7 @@ impl CommitLog {
         // SAFETY: as in `append`.
         let out = unsafe { seg.slice_mut(pos, bytes.len()) };
         out.copy_from_slice(bytes);
+        seg.touch(rmq_common::time::now_ms());
         tail.pos += bytes.len() as i64;
         Ok(())
     }

@@ -7,6 +7,7 @@ use memmap2::MmapRaw;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 pub struct Segment {
     pub base: i64,
@@ -14,6 +15,10 @@ pub struct Segment {
     pub path: PathBuf,
     map: MmapRaw,
     file: File,
+    /// When this process last wrote into it (ms; 0 if never). Retention ages a segment by the
+    /// later of this and the file's mtime: writes through a mapping into pages that are already
+    /// dirty do not move the mtime, which can lag the last write by the writeback interval.
+    last_write_ms: AtomicI64,
 }
 
 // SAFETY: the mapping is shared memory; the commit log only writes bytes beyond the published
@@ -53,7 +58,18 @@ impl Segment {
             path,
             map,
             file,
+            last_write_ms: AtomicI64::new(0),
         })
+    }
+
+    /// Notes a write into this segment now.
+    pub fn touch(&self, now_ms: i64) {
+        self.last_write_ms.fetch_max(now_ms, Ordering::Relaxed);
+    }
+
+    /// When this process last wrote into it, if it did.
+    pub fn last_write_ms(&self) -> Option<i64> {
+        Some(self.last_write_ms.load(Ordering::Relaxed)).filter(|&t| t > 0)
     }
 
     /// Makes sure every block of the file is allocated (a segment written before space

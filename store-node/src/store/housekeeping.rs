@@ -316,7 +316,12 @@ impl Store {
             let mtime_ms = std::fs::metadata(path)
                 .map(|m| durable::mtime_ns(&m) / 1_000_000)
                 .unwrap_or(now);
-            let expired = now - mtime_ms >= reserved_ms;
+            let written_ms = self
+                .log
+                .segment_at(*base)
+                .and_then(|s| s.last_write_ms())
+                .map_or(mtime_ms, |t| t.max(mtime_ms));
+            let expired = now - written_ms >= reserved_ms;
             let reason = if expired && manual {
                 "expired, deleted on request"
             } else if expired && hour_ok {

@@ -467,6 +467,9 @@ impl Store {
         }
         self.snapshot_base.store(base, Ordering::Release);
         self.snapshot_at.store(-1, Ordering::Release);
+        // Its topics came with the snapshot: the name server must learn them now, so reads can
+        // fall back on this slave while its master is away.
+        self.topics_changed.notify_waiters();
         tracing::info!(base, "slave starts over from its master's snapshot");
         Ok(())
     }
