@@ -276,8 +276,39 @@ impl Nats {
     }
 }
 
-/// Answers SendMessage with OK and nothing else: the cost of gRPC + protobuf alone.
-pub struct Echo;
+/// A started official-client producer for `TOPIC` on the proxy at `port`.
+pub async fn official_producer(port: u16) -> Result<rocketmq::Producer, String> {
+    use rocketmq::conf::{ClientOption, ProducerOption};
+    let mut copt = ClientOption::default();
+    copt.set_access_url(format!("127.0.0.1:{port}"));
+    copt.set_timeout(std::time::Duration::from_secs(5));
+    let mut o = ProducerOption::default();
+    o.set_topics(vec![crate::systems::TOPIC]);
+    let mut p = rocketmq::Producer::new(o, copt).map_err(|e| e.to_string())?;
+    p.start().await.map_err(|e| e.to_string())?;
+    Ok(p)
+}
+
+pub async fn official_send(
+    p: &rocketmq::Producer,
+    topic: &str,
+    body: &bytes::Bytes,
+) -> Result<(), String> {
+    use rocketmq::model::message::MessageBuilder;
+    let m = MessageBuilder::builder()
+        .set_topic(topic)
+        .set_body(body.to_vec())
+        .build()
+        .map_err(|e| e.to_string())?;
+    p.send(m).await.map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// Answers SendMessage with OK and nothing else: the cost of gRPC + protobuf alone. It also
+/// answers what the official clients need before they send (a route to itself, heartbeats and
+/// the Telemetry settings exchange), so they can be measured against it too.
+pub struct Echo {
+    port: u16,
+}
 
 type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, GStatus>> + Send>>;
 
@@ -315,15 +346,39 @@ impl MessagingService for Echo {
     }
     async fn query_route(
         &self,
-        _: Request<QueryRouteRequest>,
+        r: Request<QueryRouteRequest>,
     ) -> Result<Response<QueryRouteResponse>, GStatus> {
-        Err(GStatus::unimplemented("echo"))
+        let topic = r.into_inner().topic;
+        let broker = Broker {
+            name: "echo".into(),
+            id: 0,
+            endpoints: Some(Endpoints {
+                scheme: AddressScheme::IPv4 as i32,
+                addresses: vec![Address {
+                    host: "127.0.0.1".into(),
+                    port: i32::from(self.port),
+                }],
+            }),
+        };
+        let message_queues = (0..8)
+            .map(|id| MessageQueue {
+                topic: topic.clone(),
+                id,
+                permission: Permission::ReadWrite as i32,
+                broker: Some(broker.clone()),
+                accept_message_types: vec![MessageType::Normal as i32],
+            })
+            .collect();
+        Ok(Response::new(QueryRouteResponse {
+            status: ok(),
+            message_queues,
+        }))
     }
     async fn heartbeat(
         &self,
         _: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, GStatus> {
-        Err(GStatus::unimplemented("echo"))
+        Ok(Response::new(HeartbeatResponse { status: ok() }))
     }
     async fn query_assignment(
         &self,
@@ -384,9 +439,21 @@ impl MessagingService for Echo {
     type TelemetryStream = Stream<TelemetryCommand>;
     async fn telemetry(
         &self,
-        _: Request<tonic::Streaming<TelemetryCommand>>,
+        r: Request<tonic::Streaming<TelemetryCommand>>,
     ) -> Result<Response<Self::TelemetryStream>, GStatus> {
-        Err(GStatus::unimplemented("echo"))
+        use tokio_stream::StreamExt;
+        // Settings in, the same settings back with OK: what a client waits for.
+        let out = r.into_inner().filter_map(|c| match c {
+            Ok(TelemetryCommand {
+                command: Some(telemetry_command::Command::Settings(s)),
+                ..
+            }) => Some(Ok(TelemetryCommand {
+                status: ok(),
+                command: Some(telemetry_command::Command::Settings(s)),
+            })),
+            _ => None,
+        });
+        Ok(Response::new(Box::pin(out)))
     }
     async fn notify_client_termination(
         &self,
@@ -420,7 +487,9 @@ pub async fn serve_echo(port: u16) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(MessagingServiceServer::new(Echo).max_decoding_message_size(256 << 20))
+        .add_service(
+            MessagingServiceServer::new(Echo { port }).max_decoding_message_size(256 << 20),
+        )
         .serve_with_incoming(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
         )

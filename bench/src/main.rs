@@ -6,6 +6,7 @@
 mod drivers;
 mod measure;
 mod profile;
+mod restart;
 mod systems;
 mod workloads;
 
@@ -46,6 +47,8 @@ struct Cli {
 #[derive(Subcommand, Clone)]
 enum Cmd {
     W1,
+    /// Only W1's official-client rows.
+    W1Official,
     W2,
     W3,
     W4,
@@ -56,6 +59,8 @@ enum Cmd {
     W8,
     W9,
     W10,
+    /// Restart time and anonymous RSS with a 4 GB log vs an empty one.
+    W11,
     /// Every workload, then the summary table.
     All,
     /// A few seconds per path; fails on any error or lost message.
@@ -168,7 +173,25 @@ impl Bench {
         batch: usize,
         size: usize,
     ) {
-        let params = format!("senders={senders} batch={batch} size={size}");
+        self.closed_with(workload, systems, senders, batch, size, false)
+            .await
+    }
+
+    /// As [`Self::closed`]; `official` drives the official Rust client instead of our raw one.
+    async fn closed_with(
+        &mut self,
+        workload: &str,
+        systems: &[Sys],
+        senders: usize,
+        batch: usize,
+        size: usize,
+        official: bool,
+    ) {
+        let params = if official {
+            format!("client=official senders={senders} size={size}")
+        } else {
+            format!("senders={senders} batch={batch} size={size}")
+        };
         for rep in 0..=self.cli.reps {
             for &s in systems {
                 let sys = match self.start(s) {
@@ -188,6 +211,7 @@ impl Bench {
                         }
                         Target::Nats { port: sys.port }
                     }
+                    _ if official => Target::Official { port: sys.port },
                     _ => Target::V2 {
                         port: sys.port,
                         batch,
@@ -236,6 +260,16 @@ impl Bench {
         }
         self.closed("W1", &[Sys::Echo, Sys::Ours(Flush::Async)], 8, 16, 1024)
             .await;
+        self.w1_official().await;
+    }
+
+    /// W1 through the official Rust client, beside the echo driven by the same client: the
+    /// server CPU per message our users' client costs.
+    async fn w1_official(&mut self) {
+        let systems = [Sys::Echo, Sys::Ours(Flush::Async)];
+        for n in [1usize, 64] {
+            self.closed_with("W1", &systems, n, 1, 1024, true).await;
+        }
     }
 
     async fn w2(&mut self) {
@@ -674,6 +708,25 @@ impl Bench {
         )
         .map(|v| (v, format!("{:.0} ms", v * 1000.0)));
         line("W9 < 1 s exec → first acked send", r, &|v| v < 1.0);
+        let (empty, big) = (
+            "restart after kill -9, log=empty",
+            "restart after kill -9, log=4GB",
+        );
+        let r = g("W11", big, "ours", |r| r.secs).map(|v| (v, format!("{:.0} ms", v * 1000.0)));
+        line("W11 4 GB log: restart → first ack < 1 s", r, &|v| v < 1.0);
+        let r = g("W11", big, "ours", |r| r.secs)
+            .zip(g("W11", empty, "ours", |r| r.secs))
+            .map(|(a, b)| (a / b, format!("{:.2}×", a / b)));
+        line("W11 4 GB vs empty log ≤ 1.5×", r, &|v| v <= 1.5);
+        let official = "client=official senders=64 size=1024";
+        let r = g("W1", official, "ours", |r| r.server_cpu_us_per_msg)
+            .zip(g("W1", official, "grpc-echo", |r| r.server_cpu_us_per_msg))
+            .map(|(a, b)| (a / b, format!("{:.2}× ({a:.1} vs {b:.1} µs/msg)", a / b)));
+        line(
+            "W1 official client N=64: server CPU/msg ≤ 1.2× echo",
+            r,
+            &|v| v <= 1.2,
+        );
         out
     }
 }
@@ -708,6 +761,7 @@ fn main() {
         };
         match cmd {
             Cmd::W1 => b.w1().await,
+            Cmd::W1Official => b.w1_official().await,
             Cmd::W2 => b.w2().await,
             Cmd::W3 => b.w3().await,
             Cmd::W4 => b.w4().await,
@@ -717,6 +771,7 @@ fn main() {
             Cmd::W8 => b.w8().await,
             Cmd::W9 => b.w9().await,
             Cmd::W10 => b.w10().await,
+            Cmd::W11 => b.w11().await,
             Cmd::All => {
                 b.w9().await;
                 b.w1().await;
@@ -728,6 +783,7 @@ fn main() {
                 b.w7().await;
                 b.w8().await;
                 b.w10().await;
+                b.w11().await;
             }
             Cmd::Smoke => {
                 b.cli.reps = 1;

@@ -27,13 +27,19 @@ pub fn cpu_us(pid: u32) -> u64 {
 }
 
 pub fn rss_mb(pid: u32) -> f64 {
+    status_mb(pid, "VmRSS:")
+}
+
+/// Resident memory that is not file-backed (heap, stacks): what a store holds per message, if
+/// anything, where VmRSS also counts the page cache its mapped log brings in.
+pub fn rss_anon_mb(pid: u32) -> f64 {
+    status_mb(pid, "RssAnon:")
+}
+
+fn status_mb(pid: u32, key: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(str::to_string)
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with(key)).map(str::to_string))
         .and_then(|l| {
             l.split_whitespace()
                 .nth(1)

@@ -155,7 +155,7 @@ pub fn contract(f: Flush) -> String {
     }
 }
 
-fn create_topic(namesrv: u16, queues: u32) -> Result<(), String> {
+pub fn create_topic(namesrv: u16, queues: u32) -> Result<(), String> {
     let q = queues.to_string();
     // The store registers with the name server a moment after its port opens (longer under a
     // profiler), so "no master" is retried for a while.

@@ -19,6 +19,11 @@ pub enum Target {
     Nats {
         port: u16,
     },
+    /// The official Rust client (`rocketmq` 5.x), one Producer per 8 senders, one message per
+    /// send (it has no batch send).
+    Official {
+        port: u16,
+    },
 }
 
 fn body(size: usize) -> bytes::Bytes {
@@ -66,6 +71,43 @@ pub async fn closed_loop(target: Target, senders: usize, size: usize, dur: Durat
                         match drivers::send(&mut c, TOPIC, &payload, batch).await {
                             Ok(()) => {
                                 ok += batch as u64;
+                                let _ = h.record(t.elapsed().as_micros().max(1) as u64);
+                            }
+                            Err(e) => {
+                                err += 1;
+                                first.get_or_insert(e);
+                            }
+                        }
+                    }
+                    (h, ok, err, first)
+                }));
+            }
+        }
+        Target::Official { port } => {
+            let mut producers = Vec::new();
+            for _ in 0..senders.div_ceil(8) {
+                match drivers::official_producer(port).await {
+                    Ok(p) => producers.push(Arc::new(p)),
+                    Err(e) => {
+                        return Run {
+                            errors: 1,
+                            extra: e,
+                            ..Run::default()
+                        };
+                    }
+                }
+            }
+            for i in 0..senders {
+                let p = producers[i / 8].clone();
+                let payload = payload.clone();
+                tasks.push(tokio::spawn(async move {
+                    let (mut h, mut ok, mut err) = (histogram(), 0u64, 0u64);
+                    let mut first = None;
+                    while Instant::now() < deadline {
+                        let t = Instant::now();
+                        match drivers::official_send(&p, TOPIC, &payload).await {
+                            Ok(()) => {
+                                ok += 1;
                                 let _ = h.record(t.elapsed().as_micros().max(1) as u64);
                             }
                             Err(e) => {

@@ -233,16 +233,30 @@ fn be_i64(b: &[u8], at: usize) -> i64 {
 /// Validates what starts at `buf[0]`, which sits at commitlog offset `position`.
 /// Checks magic, length consistency, physical offset, body CRC and the record CRC.
 pub fn check(buf: &[u8], position: i64) -> Result<Scan, RecordError> {
-    check_with(buf, position, true)
+    check_with(buf, position, Crcs::Both)
+}
+
+/// As [`check`] but without either CRC: the layout alone (magic, lengths, the position field).
+/// For replaying records already known durable whose bodies the replay does not interpret;
+/// their bodies are still verified when read.
+pub fn check_layout(buf: &[u8], position: i64) -> Result<Scan, RecordError> {
+    check_with(buf, position, Crcs::None)
+}
+
+#[derive(PartialEq)]
+enum Crcs {
+    None,
+    Body,
+    Both,
 }
 
 /// As [`check`], but without requiring our whole-record CRC property: what Apache RocketMQ
 /// itself verifies (`checkCRCOnRecover`). Used to recognise records Apache wrote.
 pub fn check_apache(buf: &[u8], position: i64) -> Result<Scan, RecordError> {
-    check_with(buf, position, false)
+    check_with(buf, position, Crcs::Body)
 }
 
-fn check_with(buf: &[u8], position: i64, record_crc: bool) -> Result<Scan, RecordError> {
+fn check_with(buf: &[u8], position: i64, crcs: Crcs) -> Result<Scan, RecordError> {
     if buf.len() < 8 {
         return if buf.iter().all(|b| *b == 0) {
             Ok(Scan::End)
@@ -294,10 +308,10 @@ fn check_with(buf: &[u8], position: i64, record_crc: bool) -> Result<Scan, Recor
             position,
         });
     }
-    if be_u32(rec, 8) != masked_crc32(view.body) {
+    if crcs != Crcs::None && be_u32(rec, 8) != masked_crc32(view.body) {
         return Err(RecordError::BodyCrc);
     }
-    if record_crc && !crc_property_matches(rec) {
+    if crcs == Crcs::Both && !crc_property_matches(rec) {
         return Err(RecordError::RecordCrc);
     }
     Ok(Scan::Record(total))
@@ -458,6 +472,22 @@ mod tests {
         assert_eq!(i64::from_be_bytes(buf[28..36].try_into().unwrap()), 4096);
         assert_eq!(be_u32(&buf, 8), masked_crc32(b"hello"));
         assert_eq!(n, 91 + 5 + 9 + props.len() + CRC_PROP_LEN);
+    }
+
+    #[test]
+    fn layout_check_skips_only_the_crcs() {
+        let props = encode_properties([("TAGS", "T")]);
+        let inp = input("T", b"body-bytes", &props);
+        let mut buf = vec![0u8; encoded_len(&inp)];
+        let n = encode(&inp, 0, 64, 1, &mut buf).unwrap();
+        let body_at = buf.windows(10).position(|w| w == b"body-bytes").unwrap();
+        buf[body_at] ^= 1;
+        assert_eq!(check(&buf, 64), Err(RecordError::BodyCrc));
+        assert_eq!(check_layout(&buf, 64), Ok(Scan::Record(n)));
+        assert!(matches!(
+            check_layout(&buf, 65),
+            Err(RecordError::WrongOffset { .. })
+        ));
     }
 
     #[test]

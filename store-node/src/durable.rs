@@ -105,6 +105,55 @@ pub fn reserve(file: &File, len: u64) -> io::Result<()> {
     }
 }
 
+/// Whether every byte is zero, sixteen at a time (recovery checks whole extents with it).
+pub fn all_zero(b: &[u8]) -> bool {
+    // SAFETY: every bit pattern is a valid u128.
+    let (head, mid, tail) = unsafe { b.align_to::<u128>() };
+    head.iter().all(|x| *x == 0) && mid.iter().all(|x| *x == 0) && tail.iter().all(|x| *x == 0)
+}
+
+/// The ranges of `[from, end)` in `file` that may hold data, as the file system reports them
+/// (SEEK_DATA / SEEK_HOLE): reserved but never written blocks of a segment are holes there, so
+/// checking the unwritten rest of a 1 GiB segment for stray bytes costs nothing. Where the file
+/// system cannot tell, the whole range.
+pub fn data_ranges(file: &File, from: u64, end: u64) -> io::Result<Vec<(u64, u64)>> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    let mut out = Vec::new();
+    let mut at = from;
+    while at < end {
+        let Ok(pos) = libc::off_t::try_from(at) else {
+            break;
+        };
+        // SAFETY: lseek on a descriptor we own.
+        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                break; // only holes remain
+            }
+            out.push((at, end));
+            break;
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        let start = (data as u64).max(at);
+        let stop = if hole < 0 {
+            end
+        } else {
+            (hole as u64).min(end)
+        };
+        if start >= end {
+            break;
+        }
+        if stop > start {
+            out.push((start, stop));
+        }
+        at = stop.max(start + 1);
+    }
+    Ok(out)
+}
+
 /// Creates `path` (which must not exist) with `len` bytes reserved, through a temporary name so
 /// that a crash never leaves a half-reserved file under the final name.
 pub fn create_reserved(path: &Path, len: u64) -> io::Result<File> {
@@ -177,6 +226,32 @@ pub fn disk_usage(path: &Path) -> io::Result<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_ranges_cover_every_written_byte_of_a_reserved_file() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("seg");
+        let f = create_reserved(&p, 8 << 20).unwrap();
+        f.write_at(b"tail bytes", (5 << 20) + 123).unwrap();
+        let ranges = data_ranges(&f, 0, 8 << 20).unwrap();
+        let at = (5 << 20) + 123;
+        assert!(
+            ranges.iter().any(|&(a, b)| a <= at && at + 10 <= b),
+            "{ranges:?}"
+        );
+        // Whatever the file system reports, bytes outside the ranges read as zeros.
+        let mut all = vec![0u8; 8 << 20];
+        f.read_exact_at(&mut all, 0).unwrap();
+        let mut covered = vec![false; all.len()];
+        for (a, b) in ranges {
+            covered[a as usize..b as usize].fill(true);
+        }
+        assert!(all.iter().zip(&covered).all(|(x, c)| *c || *x == 0));
+        assert!(all_zero(&all[..at as usize]));
+        assert!(!all_zero(&all[..at as usize + 1]));
+        assert!(all_zero(&[]));
+    }
 
     #[test]
     fn framed_files_round_trip_and_reject_damage() {

@@ -356,10 +356,18 @@ impl CommitLog {
 
     /// Walks the published records in `[from, to)` in order (from a record boundary), jumping
     /// over damaged ranges; `visit` gets each record with its position.
-    pub fn scan_range(
+    pub fn scan_range(&self, from: i64, to: i64, visit: impl FnMut(i64, &RecordView<'_>, &[u8])) {
+        self.scan_range_with(from, to, |_, _| true, visit)
+    }
+
+    /// As [`Self::scan_range`]; records for which `verify(position, view)` is false are checked
+    /// for layout only, not CRC (replaying durable records whose bodies are not interpreted
+    /// need not read every body byte twice).
+    pub fn scan_range_with(
         &self,
         from: i64,
         to: i64,
+        verify: impl Fn(i64, &RecordView<'_>) -> bool,
         mut visit: impl FnMut(i64, &RecordView<'_>, &[u8]),
     ) {
         let segs: Vec<Arc<Segment>> = self.segments.read().clone();
@@ -376,11 +384,17 @@ impl CommitLog {
                 }
                 let pos = (at - seg.base) as usize;
                 let rest = seg.slice(pos, seg.size - pos);
-                match record::check(rest, at) {
+                match record::check_layout(rest, at) {
                     Ok(Scan::Record(n)) => {
-                        if let Ok(v) = RecordView::parse(&rest[..n]) {
-                            visit(at, &v, &rest[..n]);
+                        let Ok(v) = RecordView::parse(&rest[..n]) else {
+                            break;
+                        };
+                        if verify(at, &v)
+                            && !matches!(record::check(rest, at), Ok(Scan::Record(m)) if m == n)
+                        {
+                            break;
                         }
+                        visit(at, &v, &rest[..n]);
                         at += n as i64;
                     }
                     Ok(Scan::EndOfFile) => {

@@ -18,6 +18,7 @@
 use super::seals::Seals;
 use super::segment::file_name;
 use crate::checkpoint::{CheckpointValues, Loaded};
+use crate::durable;
 use rmq_common::record::{self, BLANK_MAGIC, MAGIC_V1, MAGIC_V2, Scan};
 use rmq_proto::state::DamagedRange;
 use std::fs::File;
@@ -214,31 +215,39 @@ impl SegReader {
         read_at(&self.file, pos as u64, want)
     }
 
+    /// Whether `[pos, len)` holds only zeros (only the file's data extents are read).
     fn is_zero_from(&self, pos: usize) -> io::Result<bool> {
         const CHUNK: usize = 1 << 20;
-        let mut at = pos;
-        while at < self.len {
-            let b = read_at(&self.file, at as u64, CHUNK.min(self.len - at))?;
-            if b.iter().any(|x| *x != 0) {
-                return Ok(false);
+        for (start, end) in durable::data_ranges(&self.file, pos as u64, self.len as u64)? {
+            let mut at = start;
+            while at < end {
+                let b = read_at(&self.file, at, CHUNK.min((end - at) as usize))?;
+                if !durable::all_zero(&b) {
+                    return Ok(false);
+                }
+                at += b.len().max(1) as u64;
             }
-            at += b.len().max(1);
         }
         Ok(true)
     }
 
+    /// Just past the last non-zero byte at or after `pos` (`pos` when all zero), read from the
+    /// end of the file's data extents backwards.
     fn nonzero_end(&self, pos: usize) -> io::Result<usize> {
-        const CHUNK: usize = 1 << 20;
-        let mut end = pos;
-        let mut at = pos;
-        while at < self.len {
-            let b = read_at(&self.file, at as u64, CHUNK.min(self.len - at))?;
-            if let Some(i) = b.iter().rposition(|x| *x != 0) {
-                end = at + i + 1;
+        const CHUNK: u64 = 1 << 20;
+        let ranges = durable::data_ranges(&self.file, pos as u64, self.len as u64)?;
+        for (start, end) in ranges.into_iter().rev() {
+            let mut hi = end;
+            while hi > start {
+                let lo = hi.saturating_sub(CHUNK).max(start);
+                let b = read_at(&self.file, lo, (hi - lo) as usize)?;
+                if let Some(i) = b.iter().rposition(|x| *x != 0) {
+                    return Ok(lo as usize + i + 1);
+                }
+                hi = lo;
             }
-            at += b.len().max(1);
         }
-        Ok(end)
+        Ok(pos)
     }
 
     /// The next position after `pos` where a valid record starts (resynchronisation after

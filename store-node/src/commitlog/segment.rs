@@ -81,52 +81,30 @@ impl Segment {
     /// Zeroes every non-zero byte in `[pos, size)` through the file (not the mapping, so
     /// untouched holes are never faulted into memory), visiting only data extents, then syncs.
     pub fn zero_from(&self, pos: usize) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
         use std::os::unix::fs::FileExt;
         const CHUNK: usize = 256 * 1024;
-        let fd = self.file.as_raw_fd();
         let mut buf = vec![0u8; CHUNK];
         let zeros = vec![0u8; CHUNK];
-        let mut at = pos as i64;
         let mut dirty = false;
-        while (at as usize) < self.size {
-            // SAFETY: lseek on a descriptor we own; SEEK_DATA skips holes of a sparse file.
-            let data = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
-            if data < 0 {
-                break; // ENXIO: only holes remain.
-            }
-            // SAFETY: as above.
-            let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
-            let end = if hole < 0 {
-                self.size as i64
-            } else {
-                hole.min(self.size as i64)
-            };
-            let mut off = data.max(at);
+        for (start, end) in durable::data_ranges(&self.file, pos as u64, self.size as u64)? {
+            let mut off = start;
             while off < end {
                 let len = CHUNK.min((end - off) as usize);
-                let n = self.file.read_at(&mut buf[..len], off as u64)?;
+                let n = self.file.read_at(&mut buf[..len], off)?;
                 if n == 0 {
                     break;
                 }
-                if buf[..n].iter().any(|b| *b != 0) {
-                    self.file.write_at(&zeros[..n], off as u64)?;
+                if !durable::all_zero(&buf[..n]) {
+                    self.file.write_at(&zeros[..n], off)?;
                     dirty = true;
                 }
-                off += n as i64;
+                off += n as u64;
             }
-            at = end;
         }
         if dirty {
             self.file.sync_data()?;
         }
         Ok(())
-    }
-
-    /// The offset just past the last non-zero byte at or after `pos` (`pos` when all zero).
-    pub fn last_nonzero_end(&self, pos: usize) -> usize {
-        let s = self.slice(pos, self.size - pos);
-        s.iter().rposition(|b| *b != 0).map_or(pos, |i| pos + i + 1)
     }
 
     pub fn end(&self) -> i64 {

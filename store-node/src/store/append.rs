@@ -84,6 +84,7 @@ impl Store {
             }
         };
         self.appended.notify_waiters();
+        self.snapshot_if_written_enough();
         self.await_durable(end).await?;
         self.stats
             .put_total

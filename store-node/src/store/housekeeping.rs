@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 
 pub(super) enum Job {
     DeleteExpired(tokio::sync::oneshot::Sender<Result<CleanReport>>),
+    /// stateSnapshotBytes were written since the last snapshot: take one now rather than at the
+    /// next tick, so a crash under heavy load replays at most about that much at start.
+    Snapshot,
     Stop,
 }
 
@@ -89,10 +92,21 @@ fn run(weak: Weak<Store>, rx: mpsc::Receiver<Job>) {
             Err(RecvTimeoutError::Timeout) => None,
         };
         let Some(store) = weak.upgrade() else { return };
-        if let Some(Job::DeleteExpired(reply)) = job {
-            store.check_disk();
-            let _ = reply.send(store.clean(true));
-            continue;
+        match job {
+            Some(Job::DeleteExpired(reply)) => {
+                store.check_disk();
+                let _ = reply.send(store.clean(true));
+                continue;
+            }
+            Some(Job::Snapshot) => {
+                store.snapshot_requested.store(false, Ordering::Release);
+                t.snapshot = Instant::now();
+                if let Err(e) = store.take_snapshot() {
+                    tracing::error!(error = %e, "state snapshot failed");
+                }
+                continue;
+            }
+            _ => {}
         }
         store.tick(&mut t);
     }
@@ -273,6 +287,17 @@ impl Store {
         };
         // The snapshot may reflect only durable records: a later cut can never go below it.
         let horizon = snapshot::horizon(&snap);
+        // Under ASYNC_FLUSH the flusher reaches the horizon within its interval: waiting for it
+        // (on this thread, never a writer's) costs nothing, where forcing a flush of a busy log
+        // stalls the writers on pages under writeback.
+        let wait = Duration::from_millis(self.cfg.flush_interval_commit_log_ms.saturating_mul(4));
+        let deadline = Instant::now() + wait.min(Duration::from_secs(5));
+        while self.log.flushed() < horizon.min(self.log.published())
+            && Instant::now() < deadline
+            && !self.stopped.load(Ordering::Acquire)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         {
             let _round = self.flusher().hold();
             self.log.flush_to(horizon.min(self.log.published()))?;
@@ -400,6 +425,21 @@ impl Store {
             }
         }
         Ok(names)
+    }
+
+    /// Asks the housekeeper for a snapshot once stateSnapshotBytes were written since the last
+    /// one (cheap when not: two atomic loads).
+    pub(super) fn snapshot_if_written_enough(&self) {
+        let at = self.snapshot_at.load(Ordering::Acquire);
+        if at < 0
+            || self.log.published() - at < self.cfg.state_snapshot_bytes as i64
+            || self.snapshot_requested.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        if let Some(h) = self.housekeeper.lock().as_ref() {
+            h.send(Job::Snapshot);
+        }
     }
 
     /// mqadmin deleteExpiredCommitLog: a retention run now, ignoring the deleteWhen hour.

@@ -220,6 +220,8 @@ pub struct Store {
     snapshot_base: AtomicI64,
     /// Log position when the last snapshot was taken, and whether state changed since.
     snapshot_at: AtomicI64,
+    /// A snapshot was asked of the housekeeper and not taken yet.
+    snapshot_requested: std::sync::atomic::AtomicBool,
     state_dirty: AtomicBool,
     stopped: AtomicBool,
 }

@@ -324,6 +324,7 @@ impl Store {
         self.state_dirty.store(true, Ordering::Release);
         drop(_apply);
         self.appended.notify_waiters();
+        self.snapshot_if_written_enough();
         if topics_changed {
             // The name servers must learn the topic from the slave too, or the group vanishes
             // from routes when its master does.
