@@ -22,7 +22,7 @@ pub fn wait_port(port: u16, budget: Duration) -> bool {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(2));
     }
     false
 }
