@@ -944,20 +944,26 @@ async fn consumer_progress(m: &ArgMatches) -> Res<()> {
     Ok(())
 }
 
-async fn broker_status(m: &ArgMatches) -> Res<()> {
-    let targets: Vec<String> = match (
+/// The nodes a command addresses: `-b addr`, or every node (slaves included) of the cluster
+/// named by the `-c` argument, whose id is `cluster_arg`.
+async fn node_targets(m: &ArgMatches, cluster_arg: &str) -> Res<Vec<String>> {
+    match (
         m.get_one::<String>("brokerAddr"),
-        m.get_one::<String>("clusterName"),
+        m.get_one::<String>(cluster_arg),
     ) {
-        (Some(b), _) => vec![b.clone()],
-        (None, Some(c)) => brokers(m)
+        (Some(b), _) => Ok(vec![b.clone()]),
+        (None, Some(c)) => Ok(brokers(m)
             .await?
             .into_iter()
             .filter(|b| &b.cluster == c)
             .map(|b| b.addr)
-            .collect(),
-        _ => return Err("either -b or -c is required".into()),
-    };
+            .collect()),
+        _ => Err("either -b or -c is required".into()),
+    }
+}
+
+async fn broker_status(m: &ArgMatches) -> Res<()> {
+    let targets = node_targets(m, "clusterName").await?;
     let single = targets.len() == 1 && m.get_one::<String>("brokerAddr").is_some();
     for addr in targets {
         let info: BTreeMap<String, String> = runtime(&addr).await.into_iter().collect();
@@ -976,19 +982,7 @@ async fn broker_status(m: &ArgMatches) -> Res<()> {
 /// Apache does), ignoring the deleteWhen hour. Prints each deleted file, then `success`.
 async fn delete_expired_commit_log(m: &ArgMatches) -> Res<()> {
     use rmq_proto::store::DeleteExpiredRequest;
-    let targets: Vec<String> = match (
-        m.get_one::<String>("brokerAddr"),
-        m.get_one::<String>("cluster"),
-    ) {
-        (Some(b), _) => vec![b.clone()],
-        (None, Some(c)) => brokers(m)
-            .await?
-            .into_iter()
-            .filter(|b| &b.cluster == c)
-            .map(|b| b.addr)
-            .collect(),
-        _ => return Err("either -b or -c is required".into()),
-    };
+    let targets = node_targets(m, "cluster").await?;
     if targets.is_empty() {
         return Err("no broker found".into());
     }

@@ -30,6 +30,14 @@ impl Drop for NodeOnTmpfs {
     }
 }
 
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 fn mount_tmpfs(at: &Path, size: &str) {
     std::fs::create_dir_all(at).expect("mount point");
     let st = Command::new("mount")
@@ -180,6 +188,8 @@ async fn a_full_disk_refuses_sends_serves_reads_and_recovers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     mount_tmpfs(&data, "48m");
+    // Unmounts even if the node never starts (the guard below does it otherwise, first).
+    let _unmount = Unmount(data.clone());
     let s = Standalone::start_in(
         dir,
         &[
