@@ -533,18 +533,9 @@ impl Bench {
                 dir,
             };
             let mut run = Run::default();
-            let deadline = Instant::now() + Duration::from_secs(20);
             let payload = bytes::Bytes::from_static(b"first");
-            while Instant::now() < deadline {
-                if let Ok(mut c) = drivers::channel(sys.port).await
-                    && drivers::send(&mut c, systems::TOPIC, &payload, 1)
-                        .await
-                        .is_ok()
-                {
-                    run.msgs = 1;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
+            if workloads::until_first_ack(sys.port, &payload, Duration::from_secs(20)).await {
+                run.msgs = 1;
             }
             let e = t0.elapsed();
             let _ = run.hist.record(e.as_micros() as u64);

@@ -6,7 +6,7 @@
 
 use crate::measure::{Run, rss_anon_mb};
 use crate::systems::{self, Flush, System};
-use crate::{BASE, Bench, drivers, workloads};
+use crate::{BASE, Bench, workloads};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -50,17 +50,8 @@ async fn restart(dir: &Path) -> (Option<System>, Run) {
         }
     };
     let payload = bytes::Bytes::from_static(b"first after restart");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(mut c) = drivers::channel(sys.port).await
-            && drivers::send(&mut c, systems::TOPIC, &payload, 1)
-                .await
-                .is_ok()
-        {
-            run.msgs = 1;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    if workloads::until_first_ack(sys.port, &payload, Duration::from_secs(30)).await {
+        run.msgs = 1;
     }
     let e = t0.elapsed();
     let _ = run.hist.record(e.as_micros().max(1) as u64);

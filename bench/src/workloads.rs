@@ -385,6 +385,21 @@ pub async fn drain(port: u16, group: &str, expect: u64, consumers: usize, budget
     run
 }
 
+/// Sends one message until the first acknowledgement (a system still starting refuses or does
+/// not answer yet), polling every 2 ms within `budget`; whether it came.
+pub async fn until_first_ack(port: u16, payload: &bytes::Bytes, budget: Duration) -> bool {
+    let deadline = Instant::now() + budget;
+    while Instant::now() < deadline {
+        if let Ok(mut c) = drivers::channel(port).await
+            && drivers::send(&mut c, TOPIC, payload, 1).await.is_ok()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    false
+}
+
 /// Produces `count` messages of `size` bytes as fast as possible (batches of 16, 8 senders).
 pub async fn preload(port: u16, count: u64, size: usize) -> Result<(), String> {
     let payload = body(size);

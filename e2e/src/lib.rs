@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod clients;
 pub mod cluster;
 pub mod raw;
 
@@ -84,18 +85,7 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(name: &str, args: &[String], cwd: &Path, log_dir: &Path) -> Self {
         let log = log_dir.join(format!("{name}.log"));
-        let out = File::create(&log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        let child = Command::new(bin("rmq"))
-            .args(args)
-            .current_dir(cwd)
-            .env_remove("NAMESRV_ADDR")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .spawn()
-            .expect("spawn rmq");
+        let child = spawn_rmq(args, cwd, &log);
         Self {
             name: name.into(),
             child: Some(child),
@@ -275,12 +265,11 @@ impl Standalone {
     }
 }
 
-/// Runs `rmq <args>` to its exit (at most 60 s; killed after that): status and output.
-pub fn run_to_exit(args: &[String], cwd: &Path) -> (Option<std::process::ExitStatus>, String) {
-    let log = cwd.join(format!("run-{}.log", std::process::id()));
-    let out = File::create(&log).expect("log file");
+/// `rmq <args>` in `cwd`, stdout and stderr into `log`, with no inherited name-server address.
+fn spawn_rmq(args: &[String], cwd: &Path, log: &Path) -> Child {
+    let out = File::create(log).expect("log file");
     let err = out.try_clone().expect("log file");
-    let mut child = Command::new(bin("rmq"))
+    Command::new(bin("rmq"))
         .args(args)
         .current_dir(cwd)
         .env_remove("NAMESRV_ADDR")
@@ -289,7 +278,13 @@ pub fn run_to_exit(args: &[String], cwd: &Path) -> (Option<std::process::ExitSta
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
         .spawn()
-        .expect("spawn rmq");
+        .expect("spawn rmq")
+}
+
+/// Runs `rmq <args>` to its exit (at most 60 s; killed after that): status and output.
+pub fn run_to_exit(args: &[String], cwd: &Path) -> (Option<std::process::ExitStatus>, String) {
+    let log = cwd.join(format!("run-{}.log", std::process::id()));
+    let mut child = spawn_rmq(args, cwd, &log);
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Ok(Some(s)) = child.try_wait() {

@@ -3,10 +3,10 @@
 //! restarts on a full disk. Needs root (it mounts a tmpfs), as CI runs.
 
 use rmq_e2e::Standalone;
-use rocketmq::conf::{ClientOption, ProducerOption, SimpleConsumerOption};
+use rmq_e2e::clients;
+use rocketmq::Producer;
 use rocketmq::model::common::{FilterExpression, FilterType};
 use rocketmq::model::message::MessageBuilder;
-use rocketmq::{Producer, SimpleConsumer};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -83,17 +83,6 @@ fn body(i: u32) -> Vec<u8> {
     b
 }
 
-async fn producer(url: &str) -> Producer {
-    let mut copt = ClientOption::default();
-    copt.set_access_url(url);
-    copt.set_timeout(Duration::from_secs(5));
-    let mut o = ProducerOption::default();
-    o.set_topics(vec![TOPIC]);
-    let mut p = Producer::new(o, copt).expect("producer");
-    p.start().await.expect("producer start");
-    p
-}
-
 async fn send(p: &Producer, i: u32, acked: &mut HashMap<u32, Vec<u8>>) -> Result<(), String> {
     let b = body(i);
     let msg = MessageBuilder::builder()
@@ -142,14 +131,7 @@ async fn wait_accepted(p: &Producer, next: &mut u32, acked: &mut HashMap<u32, Ve
 /// Every acknowledged message is delivered intact (acks are state records: they must work on
 /// a full disk too).
 async fn assert_all_readable(s: &Standalone, group: &str, acked: &HashMap<u32, Vec<u8>>) {
-    let mut copt = ClientOption::default();
-    copt.set_access_url(s.access_url());
-    copt.set_long_polling_timeout(Duration::from_secs(8));
-    let mut o = SimpleConsumerOption::default();
-    o.set_consumer_group(group);
-    o.set_topics(vec![TOPIC]);
-    let mut c = SimpleConsumer::new(o, copt).expect("consumer");
-    c.start().await.expect("consumer start");
+    let c = clients::simple_consumer(&s.access_url(), group, TOPIC, Duration::from_secs(8)).await;
     let mut seen: HashMap<u32, Vec<u8>> = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline && seen.len() < acked.len() {
@@ -207,7 +189,7 @@ async fn a_full_disk_refuses_sends_serves_reads_and_recovers() {
     let filler = data.join("filler");
     fill(&filler, Some(20 << 20));
 
-    let p = producer(&node.s.access_url()).await;
+    let p = clients::producer(&node.s.access_url(), TOPIC).await;
     let mut acked = HashMap::new();
     let mut next = 0u32;
     let e = send_until_refused(&p, &mut next, &mut acked).await;
@@ -241,7 +223,7 @@ async fn a_full_disk_refuses_sends_serves_reads_and_recovers() {
     drop(p);
     node.s.restart();
     assert_all_readable(&node.s, "ReaderAfterRestart", &acked).await;
-    let p = producer(&node.s.access_url()).await;
+    let p = clients::producer(&node.s.access_url(), TOPIC).await;
     let e = send(&p, next + 1, &mut acked)
         .await
         .expect_err("full after restart");

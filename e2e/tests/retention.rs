@@ -3,11 +3,11 @@
 //! segments holding their records are gone; a consumer below the new minimum continues from it;
 //! a slave that joins afterwards starts from the master's snapshot and serves correctly.
 
+use rmq_e2e::clients;
 use rmq_e2e::cluster::Cluster2m2s;
-use rocketmq::conf::{ClientOption, ProducerOption, SimpleConsumerOption};
+use rocketmq::SimpleConsumer;
 use rocketmq::model::common::{FilterExpression, FilterType};
 use rocketmq::model::message::MessageBuilder;
-use rocketmq::{Producer, SimpleConsumer};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
@@ -48,15 +48,7 @@ fn index(m: &[u8]) -> (char, u32) {
 }
 
 async fn consumer(url: &str, group: &str) -> SimpleConsumer {
-    let mut copt = ClientOption::default();
-    copt.set_access_url(url);
-    copt.set_long_polling_timeout(Duration::from_secs(6));
-    let mut o = SimpleConsumerOption::default();
-    o.set_consumer_group(group);
-    o.set_topics(vec![TOPIC]);
-    let mut c = SimpleConsumer::new(o, copt).expect("consumer");
-    c.start().await.expect("consumer start");
-    c
+    clients::simple_consumer(url, group, TOPIC, Duration::from_secs(6)).await
 }
 
 /// Receives and acks until `want` are seen or `idle` empty polls in a row (bounded); returns
@@ -149,13 +141,7 @@ async fn expired_segments_go_state_and_progress_stay_and_a_new_slave_joins() {
     }
     rmq_e2e::wait_route(&c.namesrv(), TOPIC);
 
-    let mut copt = ClientOption::default();
-    copt.set_access_url(c.proxy(0));
-    copt.set_timeout(Duration::from_secs(5));
-    let mut o = ProducerOption::default();
-    o.set_topics(vec![TOPIC]);
-    let mut p = Producer::new(o, copt).expect("producer");
-    p.start().await.expect("producer start");
+    let p = clients::producer(&c.proxy(0), TOPIC).await;
     let send = |batch: char, i: u32| {
         MessageBuilder::builder()
             .set_topic(TOPIC)

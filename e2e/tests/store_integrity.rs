@@ -2,10 +2,9 @@
 //! documented setting starts anyway and serves every acknowledged message but the damaged one.
 
 use rmq_e2e::Standalone;
-use rocketmq::conf::{ClientOption, ProducerOption, SimpleConsumerOption};
+use rmq_e2e::clients;
 use rocketmq::model::common::{FilterExpression, FilterType};
 use rocketmq::model::message::MessageBuilder;
-use rocketmq::{Producer, SimpleConsumer};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -64,12 +63,7 @@ fn segments(store: &Path) -> Vec<PathBuf> {
 async fn filled_store() -> Standalone {
     let mut s = Standalone::start(&["--set", "mappedFileSizeCommitLog=262144"]);
     s.create_topic(TOPIC, &[]);
-    let mut copt = ClientOption::default();
-    copt.set_access_url(s.access_url());
-    let mut o = ProducerOption::default();
-    o.set_topics(vec![TOPIC]);
-    let mut p = Producer::new(o, copt).expect("producer");
-    p.start().await.expect("producer start");
+    let p = clients::producer(&s.access_url(), TOPIC).await;
     for i in 0..MESSAGES {
         let msg = MessageBuilder::builder()
             .set_topic(TOPIC)
@@ -87,14 +81,7 @@ async fn filled_store() -> Standalone {
 
 /// Receives and acks until two empty long polls; returns the marker numbers seen.
 async fn drain(s: &Standalone, group: &str) -> HashMap<u32, usize> {
-    let mut copt = ClientOption::default();
-    copt.set_access_url(s.access_url());
-    copt.set_long_polling_timeout(Duration::from_secs(8));
-    let mut o = SimpleConsumerOption::default();
-    o.set_consumer_group(group);
-    o.set_topics(vec![TOPIC]);
-    let mut c = SimpleConsumer::new(o, copt).expect("consumer");
-    c.start().await.expect("consumer start");
+    let c = clients::simple_consumer(&s.access_url(), group, TOPIC, Duration::from_secs(8)).await;
     let mut seen: HashMap<u32, usize> = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut empty_rounds = 0;
