@@ -23,6 +23,10 @@ pub enum Shape {
     Drain,
     /// W8: namesrv + store + proxy as separate processes, 64 senders.
     Split64,
+    /// W1 through the official Rust client: 64 senders, standalone, ASYNC_FLUSH.
+    Official64,
+    /// The gRPC echo under the official Rust client's load.
+    OfficialEcho64,
 }
 
 pub async fn run(shape: Shape, scratch: &Path, base: u16, secs: f64) -> Result<(), String> {
@@ -68,11 +72,22 @@ pub async fn run(shape: Shape, scratch: &Path, base: u16, secs: f64) -> Result<(
                     64,
                     1,
                 ),
+                Shape::Official64 => (
+                    systems::ours_standalone(scratch, base, Flush::Async, None)?,
+                    64,
+                    0,
+                ),
+                Shape::OfficialEcho64 => (systems::grpc_echo(scratch, base)?, 64, 0),
                 _ => (systems::ours_split(scratch, base, Flush::Async)?, 64, 1),
             };
-            let target = Target::V2 {
-                port: sys.port,
-                batch,
+            // Batch 0 marks the official client's shapes, which send one message per RPC.
+            let target = if batch == 0 {
+                Target::Official { port: sys.port }
+            } else {
+                Target::V2 {
+                    port: sys.port,
+                    batch,
+                }
             };
             workloads::closed_loop(target, senders, 1024, warm).await;
             zero(&sys);

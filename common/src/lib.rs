@@ -8,6 +8,10 @@ pub mod record;
 pub mod time;
 pub mod validate;
 
+/// Hash map for the per-message paths (topics, queues, brokers): foldhash, seeded per process,
+/// hashes a topic name in a fraction of SipHash's instructions (callgrind: ~10 lookups a send).
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Property keys RocketMQ gives meaning to (`MessageConst`); names are the wire contract.
 pub mod keys {
     pub const TAGS: &str = "TAGS";

@@ -92,12 +92,18 @@ pub fn encoded_len(input: &RecordInput<'_>) -> usize {
 pub fn encode_properties<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<u8> {
     let mut out = Vec::new();
     for (k, v) in pairs {
-        out.extend_from_slice(k.as_bytes());
-        out.push(1);
-        out.extend_from_slice(v.as_bytes());
-        out.push(2);
+        push_property(&mut out, k, v);
     }
     out
+}
+
+/// Appends one `key \x01 value \x02` pair.
+pub fn push_property(out: &mut Vec<u8>, key: &str, value: &str) {
+    out.reserve(key.len() + value.len() + 2);
+    out.extend_from_slice(key.as_bytes());
+    out.push(1);
+    out.extend_from_slice(value.as_bytes());
+    out.push(2);
 }
 
 /// Iterates over `key \x01 value \x02` pairs; malformed pairs are skipped.
@@ -108,6 +114,32 @@ pub fn decode_properties(raw: &[u8]) -> impl Iterator<Item = (&str, &str)> {
         let v = std::str::from_utf8(&pair[sep + 1..]).ok()?;
         Some((k, v))
     })
+}
+
+/// Start offsets of the pairs in encoded properties; the separators are found with memchr.
+pub fn pair_starts(raw: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    std::iter::once(0)
+        .chain(memchr::memchr_iter(2, raw).map(|i| i + 1))
+        .filter(move |&i| i < raw.len())
+}
+
+/// Whether `rest` (a pair's start onwards) has the key `key`.
+pub fn key_at(rest: &[u8], key: &[u8]) -> bool {
+    rest.len() > key.len() && rest[key.len()] == 1 && rest.starts_with(key)
+}
+
+/// Whether encoded properties hold `key`, comparing bytes only (no UTF-8 check).
+pub fn has_property(raw: &[u8], key: &str) -> bool {
+    pair_starts(raw).any(|i| key_at(&raw[i..], key.as_bytes()))
+}
+
+/// The value of `key` in encoded properties, if present and well-formed. Only the value found
+/// is checked for UTF-8, not every pair on the way.
+pub fn find_property<'a>(raw: &'a [u8], key: &str) -> Option<&'a str> {
+    let key = key.as_bytes();
+    let start = pair_starts(raw).find(|&i| key_at(&raw[i..], key))? + key.len() + 1;
+    let end = memchr::memchr(2, &raw[start..]).map_or(raw.len(), |n| start + n);
+    std::str::from_utf8(&raw[start..end]).ok()
 }
 
 /// Writes the record into `out` (exactly [`encoded_len`] bytes), stamping the offsets and store
@@ -437,6 +469,19 @@ impl<'a> RecordView<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn property_lookup() {
+        let raw = encode_properties([("KEYS", "k1 k2"), ("TAGS", "TagA"), ("TAG", "x")]);
+        assert_eq!(find_property(&raw, "TAGS"), Some("TagA"));
+        assert_eq!(find_property(&raw, "TAG"), Some("x"));
+        assert_eq!(find_property(&raw, "KEYS"), Some("k1 k2"));
+        assert_eq!(find_property(&raw, "TA"), None);
+        assert!(has_property(&raw, "TAGS") && !has_property(&raw, "UNIQ_KEY"));
+        assert_eq!(find_property(b"TAGS\x01v", "TAGS"), Some("v"));
+        assert_eq!(find_property(b"", "TAGS"), None);
+        assert_eq!(find_property(b"TAGS\x01\x02", "TAGS"), Some(""));
+    }
 
     fn input<'a>(topic: &'a str, body: &'a [u8], props: &'a [u8]) -> RecordInput<'a> {
         RecordInput {

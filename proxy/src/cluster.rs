@@ -3,6 +3,7 @@
 
 use crate::error::ProxyError;
 use parking_lot::Mutex;
+use rmq_common::FastMap;
 use rmq_proto::namesrv::namesrv_service_client::NamesrvServiceClient;
 use rmq_proto::namesrv::{BrokerData, ClusterInfoRequest, GetRouteRequest, QueueData};
 use rmq_proto::store::store_service_client::StoreServiceClient;
@@ -93,9 +94,42 @@ pub fn check(r: &Option<rmq_proto::store::Result>) -> Result<(), ProxyError> {
 pub struct Route {
     pub queues: Vec<QueueData>,
     pub brokers: HashMap<String, BrokerData>,
+    /// Groups that take writes (writable queues and a master), sorted by name: worked out
+    /// once per route rather than on every send.
+    pub writable: Vec<Writable>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Writable {
+    pub broker: String,
+    pub write_queues: i32,
+    pub master: String,
 }
 
 impl Route {
+    pub fn new(queues: Vec<QueueData>, brokers: HashMap<String, BrokerData>) -> Self {
+        let mut r = Self {
+            queues,
+            brokers,
+            writable: Vec::new(),
+        };
+        let mut w: Vec<Writable> = r
+            .queues
+            .iter()
+            .filter(|q| q.perm & 2 != 0 && q.write_queue_nums > 0)
+            .filter_map(|q| {
+                Some(Writable {
+                    broker: q.broker_name.clone(),
+                    write_queues: q.write_queue_nums,
+                    master: r.master_addr(&q.broker_name)?.to_string(),
+                })
+            })
+            .collect();
+        w.sort();
+        r.writable = w;
+        r
+    }
+
     /// Address of the group's master (brokerId 0), if one is registered.
     pub fn master_addr(&self, broker: &str) -> Option<&str> {
         self.brokers
@@ -139,8 +173,8 @@ impl Route {
 pub struct Cluster {
     namesrvs: Vec<(String, NamesrvServiceClient<Channel>)>,
     next_namesrv: AtomicUsize,
-    routes: Mutex<HashMap<String, (Instant, Arc<Route>)>>,
-    stores: Mutex<HashMap<String, StoreClient>>,
+    routes: Mutex<FastMap<String, (Instant, Arc<Route>)>>,
+    stores: Mutex<FastMap<String, StoreClient>>,
     local: Option<(String, StoreClient)>,
     pub round_robin: AtomicUsize,
     /// Groups whose master just failed a connection, skipped for writes for a while.
@@ -177,20 +211,26 @@ impl Cluster {
         Ok(Self {
             namesrvs,
             next_namesrv: AtomicUsize::new(0),
-            routes: Mutex::new(HashMap::new()),
-            stores: Mutex::new(HashMap::new()),
+            routes: Mutex::new(FastMap::default()),
+            stores: Mutex::new(FastMap::default()),
             local: local.map(|(a, s)| (a, StoreClient::Local(s))),
             round_robin: AtomicUsize::new(0),
             down: Mutex::new(HashMap::new()),
         })
     }
 
+    /// The topic's route while it is cached: no future to build on the send path.
+    pub fn cached_route(&self, topic: &str) -> Option<Arc<Route>> {
+        match self.routes.lock().get(topic) {
+            Some((at, r)) if at.elapsed() < ROUTE_TTL => Some(r.clone()),
+            _ => None,
+        }
+    }
+
     /// The topic's route from the first name server that knows it.
     pub async fn route(&self, topic: &str) -> Result<Arc<Route>, ProxyError> {
-        if let Some((at, r)) = self.routes.lock().get(topic)
-            && at.elapsed() < ROUTE_TTL
-        {
-            return Ok(r.clone());
+        if let Some(r) = self.cached_route(topic) {
+            return Ok(r);
         }
         if self.namesrvs.is_empty() {
             return Err(ProxyError::Internal("no name server configured".into()));
@@ -211,14 +251,13 @@ impl Cluster {
                         not_found = true;
                         continue;
                     }
-                    let route = Arc::new(Route {
-                        queues: resp.queue_datas,
-                        brokers: resp
-                            .broker_datas
+                    let route = Arc::new(Route::new(
+                        resp.queue_datas,
+                        resp.broker_datas
                             .into_iter()
                             .map(|b| (b.broker_name.clone(), b))
                             .collect(),
-                    });
+                    ));
                     self.routes
                         .lock()
                         .insert(topic.to_string(), (Instant::now(), route.clone()));
@@ -247,6 +286,19 @@ impl Cluster {
         self.down
             .lock()
             .insert(broker.to_string(), Instant::now() + for_how_long);
+    }
+
+    /// The groups being skipped right now (none, without allocating, in the common case).
+    pub fn down_now(&self) -> Vec<String> {
+        let down = self.down.lock();
+        if down.is_empty() {
+            return Vec::new();
+        }
+        let now = Instant::now();
+        down.iter()
+            .filter(|(_, until)| now < **until)
+            .map(|(b, _)| b.clone())
+            .collect()
     }
 
     pub fn is_down(&self, broker: &str) -> bool {

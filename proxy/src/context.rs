@@ -1,7 +1,8 @@
 //! Who is calling: the client headers every official SDK sends.
 
 use crate::error::ProxyError;
-use tonic::metadata::MetadataMap;
+use std::sync::LazyLock;
+use tonic::metadata::{Ascii, MetadataKey, MetadataMap};
 
 #[derive(Debug, Clone, Default)]
 pub struct ClientContext {
@@ -12,23 +13,40 @@ pub struct ClientContext {
     pub deadline_ms: Option<i64>,
 }
 
+/// Parsed once: looking a header up by `&str` validates and lowercases the name on every call.
+static CLIENT_ID: LazyLock<MetadataKey<Ascii>> =
+    LazyLock::new(|| MetadataKey::from_static("x-mq-client-id"));
+static LANGUAGE: LazyLock<MetadataKey<Ascii>> =
+    LazyLock::new(|| MetadataKey::from_static("x-mq-language"));
+static VERSION: LazyLock<MetadataKey<Ascii>> =
+    LazyLock::new(|| MetadataKey::from_static("x-mq-client-version"));
+static TIMEOUT: LazyLock<MetadataKey<Ascii>> =
+    LazyLock::new(|| MetadataKey::from_static("grpc-timeout"));
+
 impl ClientContext {
     pub fn from_metadata(md: &MetadataMap) -> Self {
-        let get = |k: &str| {
+        let get = |k: &MetadataKey<Ascii>| {
             md.get(k)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_string()
         };
         Self {
-            client_id: get("x-mq-client-id"),
-            language: get("x-mq-language"),
-            version: get("x-mq-client-version"),
+            client_id: get(&CLIENT_ID),
+            language: get(&LANGUAGE),
+            version: get(&VERSION),
             deadline_ms: md
-                .get("grpc-timeout")
+                .get(&*TIMEOUT)
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_grpc_timeout),
         }
+    }
+
+    /// Whether the client sent its id, without building the context.
+    pub fn has_client_id(md: &MetadataMap) -> bool {
+        md.get(&*CLIENT_ID)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| !v.trim().is_empty())
     }
 
     /// Context with the client id required, as Apache's proxy requires it on every RPC.

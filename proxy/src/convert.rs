@@ -7,9 +7,9 @@ use prost_types::{Duration as PbDuration, Timestamp};
 use rmq_common::handle::ReceiptHandle;
 use rmq_common::keys;
 use rmq_common::message_type::TopicMessageType;
-use rmq_common::record::RecordView;
+use rmq_common::record::{RecordView, push_property};
 use rmq_common::validate::{self, RESERVED_PROPERTY_KEYS};
-use rmq_proto::store::{Property, StoreMessage};
+use rmq_proto::store::StoreMessage;
 use rmq_proto::v2::{self, Code, DigestType, Encoding, MessageType, Resource, SystemProperties};
 
 const MAX_DELAY_MS: i64 = 24 * 3600 * 1000;
@@ -107,8 +107,6 @@ pub fn to_store(
             "message id cannot be blank".into(),
         ));
     }
-    let mut props: Vec<(String, String)> = Vec::with_capacity(m.user_properties.len() + 6);
-    let mut size = 0usize;
     if m.user_properties.len() > validate::MAX_USER_PROPERTIES {
         return Err(invalid(
             Code::MessagePropertiesTooLarge,
@@ -119,6 +117,9 @@ pub fn to_store(
             ),
         ));
     }
+    // Encoded straight into the record's form: one buffer, no string per property.
+    let mut props: Vec<u8> = Vec::with_capacity(128 + m.user_properties.len() * 32);
+    let mut size = 0usize;
     for (k, v) in &m.user_properties {
         if k == keys::SHARDING_KEY {
             return Err(invalid(
@@ -128,19 +129,19 @@ pub fn to_store(
         }
         validate::check_property(k, v).map_err(|e| invalid(Code::IllegalMessagePropertyKey, e))?;
         size += k.len() + v.len();
-        props.push((k.clone(), v.clone()));
+        push_property(&mut props, k, v);
     }
     if let Some(tag) = &sp.tag {
         validate::check_tag(tag).map_err(|e| invalid(Code::IllegalMessageTag, e))?;
         size += tag.len();
-        props.push((keys::TAGS.into(), tag.clone()));
+        push_property(&mut props, keys::TAGS, tag);
     }
     if !sp.keys.is_empty() {
         for k in &sp.keys {
             validate::check_key(k).map_err(|e| invalid(Code::IllegalMessageKey, e))?;
             size += k.len();
         }
-        props.push((keys::KEYS.into(), sp.keys.join(" ")));
+        push_property(&mut props, keys::KEYS, &sp.keys.join(" "));
     }
     if size > validate::MAX_PROPERTIES_BYTES {
         return Err(invalid(
@@ -153,7 +154,7 @@ pub fn to_store(
     }
     if let Some(g) = &sp.message_group {
         validate::check_message_group(g).map_err(|e| invalid(Code::IllegalMessageGroup, e))?;
-        props.push((keys::SHARDING_KEY.into(), g.clone()));
+        push_property(&mut props, keys::SHARDING_KEY, g);
     }
     if let Some(t) = &sp.delivery_timestamp {
         let at = ts_ms(t);
@@ -163,7 +164,7 @@ pub fn to_store(
                 "delivery time is more than one day ahead".into(),
             ));
         }
-        props.push((keys::TIMER_DELIVER_MS.into(), at.to_string()));
+        push_property(&mut props, keys::TIMER_DELIVER_MS, &at.to_string());
     }
     if let Some(d) = &sp.orphaned_transaction_recovery_duration
         && dur_ms(d) > MAX_ORPHAN_RECOVERY_MS
@@ -173,25 +174,24 @@ pub fn to_store(
             "orphaned transaction recovery duration exceeds one hour".into(),
         ));
     }
-    props.push((keys::UNIQ_KEY.into(), sp.message_id.clone()));
+    push_property(&mut props, keys::UNIQ_KEY, &sp.message_id);
+    // The record's born-host field holds an IPv4 address; the property keeps what the client
+    // sent (any form), as Apache's proxy does.
+    let born_host = match sp.born_host.parse::<std::net::SocketAddrV4>() {
+        Ok(_) => sp.born_host.clone(),
+        Err(_) => String::new(),
+    };
     if !sp.born_host.is_empty() {
-        props.push((keys::BORN_HOST.into(), sp.born_host.clone()));
+        push_property(&mut props, keys::BORN_HOST, &sp.born_host);
     }
     let born = sp.born_timestamp.as_ref().map(ts_ms).unwrap_or(now_ms);
     Ok(StoreMessage {
         topic: topic.to_string(),
         queue_id: -1,
         body: m.body.clone(),
-        properties: props
-            .into_iter()
-            .map(|(key, value)| Property { key, value })
-            .collect(),
+        properties: props,
         born_timestamp_ms: born,
-        born_host: sp
-            .born_host
-            .parse::<std::net::SocketAddrV4>()
-            .map(|a| a.to_string())
-            .unwrap_or_default(),
+        born_host,
         flag: 0,
         sys_flag: 0,
     })

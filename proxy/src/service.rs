@@ -1,7 +1,7 @@
 //! `apache.rocketmq.v2.MessagingService`. Every implemented RPC answers gRPC OK with the result
 //! in its `status` (as Apache's proxy does); errors become codes here and nowhere else.
 
-use crate::cluster::{Cluster, Route, check};
+use crate::cluster::{Cluster, Route, Writable, check};
 use crate::config::ProxyConfig;
 use crate::context::ClientContext;
 use crate::convert::{self, dur_ms, ms_ts};
@@ -159,6 +159,9 @@ impl Messaging {
 
     /// The route, creating the topic first where the store nodes' `autoCreateTopicEnable` allows.
     async fn route_or_create(&self, topic: &str) -> Result<Arc<Route>, ProxyError> {
+        if let Some(r) = self.cluster.cached_route(topic) {
+            return Ok(r);
+        }
         match self.cluster.route(topic).await {
             Err(ProxyError::TopicNotFound(_)) => {}
             other => return other,
@@ -213,48 +216,34 @@ impl Messaging {
         Ok(queues)
     }
 
-    /// Writable groups of the route in a stable order.
-    fn writable_brokers(route: &Route) -> Vec<(&str, i32)> {
-        let mut v: Vec<(&str, i32)> = route
-            .queues
-            .iter()
-            .filter(|q| {
-                q.perm & 2 != 0
-                    && q.write_queue_nums > 0
-                    && route.master_addr(&q.broker_name).is_some()
-            })
-            .map(|q| (q.broker_name.as_str(), q.write_queue_nums))
-            .collect();
-        v.sort();
-        v
-    }
-
     async fn send_inner(
         &self,
-        req: SendMessageRequest,
+        req: &SendMessageRequest,
     ) -> Result<Vec<SendResultEntry>, ProxyError> {
         let first = req.messages.first().ok_or_else(|| {
             ProxyError::invalid(Code::MessageCorrupted, "no message in the request")
         })?;
-        let topic = topic_name(&first.topic).to_string();
+        let topic = topic_name(&first.topic);
         if req.messages.iter().any(|m| topic_name(&m.topic) != topic) {
             return Err(ProxyError::invalid(
                 Code::MessageCorrupted,
                 "messages of one request must share a topic",
             ));
         }
-        check_topic(&topic)?;
+        // A cached route means the name was valid when it was looked up.
+        let cached = self.cluster.cached_route(topic);
+        if cached.is_none() {
+            check_topic(topic)?;
+        }
         let now = now_ms();
         let mut store_msgs = Vec::with_capacity(req.messages.len());
         for m in &req.messages {
-            store_msgs.push(convert::to_store(
-                m,
-                &topic,
-                self.cfg.max_message_size,
-                now,
-            )?);
+            store_msgs.push(convert::to_store(m, topic, self.cfg.max_message_size, now)?);
         }
-        let route = self.route_or_create(&topic).await?;
+        let route = match cached {
+            Some(r) => r,
+            None => self.route_or_create(topic).await?,
+        };
         let topic_type = TopicMessageType::from_attribute(route.attribute(MESSAGE_TYPE_ATTRIBUTE));
         for m in &req.messages {
             let t = convert::declared_type(m);
@@ -285,46 +274,51 @@ impl Messaging {
         let group = req.messages[0]
             .system_properties
             .as_ref()
-            .and_then(|s| s.message_group.clone());
+            .and_then(|s| s.message_group.as_deref());
         let mut attempt = 0;
         let resp = loop {
             attempt += 1;
-            let writable = Self::writable_brokers(&route);
-            let mut brokers: Vec<(&str, i32)> = writable
-                .iter()
-                .copied()
-                .filter(|(b, _)| !self.cluster.is_down(b))
-                .collect();
-            if brokers.is_empty() {
+            let writable = &route.writable;
+            let down = self.cluster.down_now();
+            let up: Vec<Writable>;
+            let brokers: &[Writable] = if down.is_empty() {
+                writable
+            } else {
+                up = writable
+                    .iter()
+                    .filter(|w| !down.contains(&w.broker))
+                    .cloned()
+                    .collect();
                 // Every group is being skipped: ask them anyway, so the client gets the store's
                 // own answer (e.g. HA_NOT_AVAILABLE) rather than a blanket refusal, and a group
                 // that recovered within the skip window takes the send.
-                brokers = writable;
-            }
+                if up.is_empty() { writable } else { &up }
+            };
             if brokers.is_empty() {
                 return Err(ProxyError::Forbidden(format!(
                     "topic {topic} has no writable queue"
                 )));
             }
-            let (broker, queue_id) = match &group {
+            let (target, queue_id): (&Writable, i32) = match group {
                 Some(g) if req.messages.len() == 1 => {
-                    let total: i32 = brokers.iter().map(|(_, n)| *n).sum();
+                    let total: i32 = brokers.iter().map(|w| w.write_queues).sum();
                     let mut slot = string_hash_code(g).rem_euclid(total.max(1));
-                    let mut pick = (brokers[0].0, 0);
-                    for (b, n) in &brokers {
-                        if slot < *n {
-                            pick = (*b, slot);
+                    let mut pick = (&brokers[0], 0);
+                    for w in brokers {
+                        if slot < w.write_queues {
+                            pick = (w, slot);
                             break;
                         }
-                        slot -= n;
+                        slot -= w.write_queues;
                     }
                     pick
                 }
                 _ => {
                     let i = self.cluster.round_robin.fetch_add(1, Ordering::Relaxed);
-                    (brokers[i % brokers.len()].0, -1)
+                    (&brokers[i % brokers.len()], -1)
                 }
             };
+            let broker = target.broker.as_str();
             // Keep a copy only when a retry on another group is possible (the copy of the
             // properties maps cost ~2k instructions a message in callgrind).
             let may_retry = attempt < 2 && group.is_none() && brokers.len() > 1;
@@ -336,10 +330,7 @@ impl Messaging {
             for m in &mut msgs {
                 m.queue_id = queue_id;
             }
-            let addr = route
-                .master_addr(broker)
-                .ok_or_else(|| ProxyError::StoreUnavailable(format!("{broker} has no master")))?;
-            let store = self.cluster.store(addr)?;
+            let store = self.cluster.store(&target.master)?;
             let result = store
                 .append(AppendRequest { messages: msgs }, STORE_TIMEOUT)
                 .await;
@@ -360,7 +351,7 @@ impl Messaging {
             };
             if let Some(d) = down_for {
                 self.cluster.mark_down(broker, d);
-                self.cluster.invalidate(&topic);
+                self.cluster.invalidate(topic);
                 if may_retry {
                     continue;
                 }
@@ -808,40 +799,43 @@ impl MessagingService for Messaging {
         &self,
         request: Request<SendMessageRequest>,
     ) -> GrpcResult<SendMessageResponse> {
-        let (ctx, err) = match ClientContext::require(request.metadata()) {
-            Ok(c) => (c, None),
-            Err((c, e)) => (c, Some(e)),
-        };
-        let req = request.into_inner();
+        // The full client context (three strings) is only needed to shape an error.
+        let (md, _, req) = request.into_parts();
         let n = req.messages.len().max(1);
-        let ids: Vec<String> = req
-            .messages
-            .iter()
-            .map(|m| {
-                m.system_properties
-                    .as_ref()
-                    .map(|s| s.message_id.clone())
-                    .unwrap_or_default()
-            })
-            .collect();
-        let result = match err {
-            Some(e) => Err(e),
-            None => self.send_inner(req).await,
+        let result = if ClientContext::has_client_id(&md) {
+            self.send_inner(&req).await
+        } else {
+            Err(ProxyError::ClientIdRequired)
         };
         Ok(Response::new(match result {
             Ok(entries) => {
-                let st: Vec<&Status> = entries.iter().filter_map(|e| e.status.as_ref()).collect();
+                let first = entries.first().and_then(|e| e.status.as_ref());
+                let status = match first {
+                    Some(f) if entries.iter().all(|e| e.status.as_ref() == Some(f)) => f.clone(),
+                    _ => {
+                        let st: Vec<&Status> =
+                            entries.iter().filter_map(|e| e.status.as_ref()).collect();
+                        overall(&ClientContext::from_metadata(&md), &st)
+                    }
+                };
                 SendMessageResponse {
-                    status: Some(overall(&ctx, &st)),
+                    status: Some(status),
                     entries,
                 }
             }
             Err(e) => {
-                let s = to_status(&ctx, &e);
+                let s = to_status(&ClientContext::from_metadata(&md), &e);
+                let id = |i: usize| {
+                    req.messages
+                        .get(i)
+                        .and_then(|m| m.system_properties.as_ref())
+                        .map(|s| s.message_id.clone())
+                        .unwrap_or_default()
+                };
                 let entries = (0..n)
                     .map(|i| SendResultEntry {
                         status: Some(s.clone()),
-                        message_id: ids.get(i).cloned().unwrap_or_default(),
+                        message_id: id(i),
                         ..Default::default()
                     })
                     .collect();

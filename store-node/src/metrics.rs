@@ -9,7 +9,7 @@ use crate::store::NewMessage;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::ObservableCounter;
 use parking_lot::RwLock;
-use rmq_common::keys;
+use rmq_common::FastMap;
 use rmq_common::validate::is_system_topic;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,17 +17,14 @@ use std::sync::{Arc, Weak};
 
 const TYPES: [&str; 4] = ["normal", "fifo", "delay", "transaction"];
 
-fn message_type(m: &NewMessage) -> usize {
-    let has = |k: &str| m.properties.iter().any(|(p, _)| p == k);
-    if has(keys::TRAN_MSG) {
-        3
-    } else if has(keys::TIMER_DELIVER_MS) {
-        2
-    } else if has(keys::SHARDING_KEY) {
-        1
-    } else {
-        0
-    }
+/// A sent message's `message_type` label, as an index into [`TYPES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SentType {
+    #[default]
+    Normal = 0,
+    Fifo = 1,
+    Delay = 2,
+    Transaction = 3,
 }
 
 /// Messages and bytes.
@@ -47,7 +44,7 @@ impl Pair {
 #[derive(Default)]
 struct Tables {
     /// topic → per message type.
-    incoming: RwLock<HashMap<String, Arc<[Pair; 4]>>>,
+    incoming: RwLock<FastMap<String, Arc<[Pair; 4]>>>,
     /// topic → group → outgoing.
     outgoing: RwLock<HashMap<String, HashMap<String, Arc<Pair>>>>,
 }
@@ -253,8 +250,8 @@ impl StoreMetrics {
         ));
     }
 
-    pub fn message_in(&self, m: &NewMessage) {
-        let t = message_type(m);
+    pub fn message_in(&self, m: &NewMessage, t: SentType) {
+        let t = t as usize;
         let bytes = m.body.len() as u64;
         if let Some(per_type) = self.tables.incoming.read().get(&m.topic) {
             per_type[t].add(1, bytes);

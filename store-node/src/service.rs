@@ -2,7 +2,7 @@
 
 use crate::error::StoreError;
 use crate::state::GroupCfg;
-use crate::store::{NewMessage, PopRequest, Store};
+use crate::store::{PopRequest, Store};
 use rmq_proto::store::store_service_server::StoreService;
 use rmq_proto::store::*;
 use rmq_proto::v2::Code;
@@ -20,10 +20,11 @@ impl StoreGrpc {
     }
 }
 
+/// Success carries no text: the code says it, and the send path builds one per message.
 fn ok() -> Option<Result> {
     Some(Result {
         code: Code::Ok as i32,
-        message: "OK".into(),
+        message: String::new(),
     })
 }
 
@@ -48,22 +49,7 @@ impl StoreService for StoreGrpc {
         &self,
         req: Request<AppendRequest>,
     ) -> std::result::Result<Response<AppendResponse>, Status> {
-        let msgs: Vec<NewMessage> = req
-            .into_inner()
-            .messages
-            .into_iter()
-            .map(|m| NewMessage {
-                topic: m.topic,
-                queue_id: m.queue_id,
-                body: m.body,
-                properties: m.properties.into_iter().map(|p| (p.key, p.value)).collect(),
-                born_timestamp: m.born_timestamp_ms,
-                born_host: m.born_host,
-                flag: m.flag,
-                sys_flag: m.sys_flag,
-            })
-            .collect();
-        match self.store.append(msgs).await {
+        match self.store.append(req.into_inner().messages).await {
             Ok(rs) => reply(AppendResponse {
                 result: ok(),
                 refused_before_write: false,

@@ -1,6 +1,7 @@
 //! SYNC_FLUSH group commit: concurrent sends share fsyncs (a counter, not a timer), and every
 //! acknowledged send is durable when acknowledged.
 
+use rmq_common::record::encode_properties;
 use rmq_store_node::config::{FlushDiskType, StoreConfig};
 use rmq_store_node::state::TopicCfg;
 use rmq_store_node::store::{NewMessage, Store};
@@ -40,8 +41,8 @@ async fn concurrent_sync_sends_share_fsyncs() {
                         topic: "T".into(),
                         queue_id: -1,
                         body: vec![s as u8; 1024].into(),
-                        properties: vec![("UNIQ_KEY".into(), format!("{s}-{i}"))],
-                        born_timestamp: 1,
+                        properties: encode_properties([("UNIQ_KEY", format!("{s}-{i}").as_str())]),
+                        born_timestamp_ms: 1,
                         born_host: "127.0.0.1:1".into(),
                         flag: 0,
                         sys_flag: 0,

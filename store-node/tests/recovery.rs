@@ -3,6 +3,7 @@
 //! serves everything but the damaged records; foreign directories are refused untouched.
 
 use rand::{Rng, SeedableRng};
+use rmq_common::record::encode_properties;
 use rmq_store_node::config::{FlushDiskType, StoreConfig};
 use rmq_store_node::error::StoreError;
 use rmq_store_node::state::TopicCfg;
@@ -44,11 +45,8 @@ fn message(i: usize, rng: &mut impl Rng) -> NewMessage {
         topic: "T".into(),
         queue_id: -1,
         body: body.into(),
-        properties: vec![
-            ("UNIQ_KEY".into(), format!("ID{i}")),
-            ("TAGS".into(), "A".into()),
-        ],
-        born_timestamp: 1,
+        properties: encode_properties([("UNIQ_KEY", format!("ID{i}").as_str()), ("TAGS", "A")]),
+        born_timestamp_ms: 1,
         born_host: "127.0.0.1:1".into(),
         flag: 0,
         sys_flag: 0,

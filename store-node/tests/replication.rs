@@ -1,6 +1,7 @@
 //! Replication between two real store nodes over loopback: a slave copies its master byte for
 //! byte, and a slave whose tail diverged is cut back to the common prefix before copying on.
 
+use rmq_common::record::encode_properties;
 use rmq_proto::replication::replication_service_server::ReplicationServiceServer;
 use rmq_store_node::config::{BrokerRole, StoreConfig};
 use rmq_store_node::replication::master::ReplicationGrpc;
@@ -29,8 +30,8 @@ async fn send(store: &Store, tag: &str, n: usize) {
                 topic: "T".into(),
                 queue_id: -1,
                 body: format!("{tag}-{i}").repeat(50).into_bytes().into(),
-                properties: vec![("UNIQ_KEY".into(), format!("{tag}{i}"))],
-                born_timestamp: 1,
+                properties: encode_properties([("UNIQ_KEY", format!("{tag}{i}").as_str())]),
+                born_timestamp_ms: 1,
                 born_host: "127.0.0.1:1".into(),
                 flag: 0,
                 sys_flag: 0,

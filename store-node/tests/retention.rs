@@ -2,6 +2,7 @@
 //! deletion of the segments that held their records, across clean and crash restarts;
 //! consumers whose position fell below the new minimum continue from it.
 
+use rmq_common::record::encode_properties;
 use rmq_store_node::config::StoreConfig;
 use rmq_store_node::state::TopicCfg;
 use rmq_store_node::store::{NewMessage, PopRequest, Store};
@@ -27,8 +28,8 @@ fn message(i: usize) -> NewMessage {
         topic: "T".into(),
         queue_id: (i % 2) as i32,
         body: format!("{i:06}-").repeat(150).into_bytes().into(),
-        properties: vec![("UNIQ_KEY".into(), format!("ID{i}"))],
-        born_timestamp: 1,
+        properties: encode_properties([("UNIQ_KEY", format!("ID{i}").as_str())]),
+        born_timestamp_ms: 1,
         born_host: "127.0.0.1:1".into(),
         ..NewMessage::default()
     }

@@ -148,7 +148,7 @@ impl CommitLog {
 
     /// Whether appending records of these sizes at the tail needs segments that are not ready
     /// (the caller then waits for the allocator instead of writing part of a batch).
-    pub fn needs_segments(&self, tail: &Tail, sizes: &[usize]) -> bool {
+    pub fn needs_segments(&self, tail: &Tail, sizes: impl IntoIterator<Item = usize>) -> bool {
         let last = self.segments.read().last().map(|s| (s.base, s.end()));
         let mut pos = tail.pos;
         let mut seg_end = match last {
@@ -156,7 +156,7 @@ impl CommitLog {
             _ => pos, // at a boundary: the first record needs a new segment
         };
         let mut rolls = 0usize;
-        for &n in sizes {
+        for n in sizes {
             if pos + (n + record::END_FILE_MIN_BLANK) as i64 > seg_end {
                 rolls += 1;
                 pos = seg_end.max(pos);

@@ -10,8 +10,8 @@ pub mod queue;
 pub use file::CqEntry;
 use parking_lot::RwLock;
 pub use queue::ConsumeQueue;
+use rmq_common::FastMap;
 use rmq_proto::state::QueueBounds;
-use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,7 +25,7 @@ pub struct PendingDispatch {
     pub entry: CqEntry,
 }
 
-type Topics = HashMap<String, HashMap<i32, Arc<ConsumeQueue>>>;
+type Topics = FastMap<String, FastMap<i32, Arc<ConsumeQueue>>>;
 
 pub struct QueueTable {
     root: PathBuf,
@@ -37,7 +37,7 @@ impl QueueTable {
     /// Opens every queue found under `root`.
     pub fn open(root: &Path, units_per_file: i64) -> io::Result<Self> {
         std::fs::create_dir_all(root)?;
-        let mut topics: Topics = HashMap::new();
+        let mut topics: Topics = FastMap::default();
         for t in std::fs::read_dir(root)? {
             let t = t?;
             if !t.file_type()?.is_dir() {

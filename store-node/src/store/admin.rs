@@ -62,7 +62,7 @@ impl Store {
             }
             let d = self.change_catalog(&mut cat, Kind::TopicDelete(name.into()))?;
             let mut w = self.writer.lock();
-            w.queue_next.retain(|(t, _), _| t != name);
+            w.queue_next.remove_topic(name);
             w.pending.retain(|p| p.topic != name);
             w.round_robin.remove(name);
             d

@@ -5,13 +5,15 @@ use super::{AppendResult, Durability, NewMessage, Store, remember};
 use crate::config::BrokerRole;
 use crate::consumequeue::{CqEntry, PendingDispatch};
 use crate::error::{Result, StoreError};
+use crate::metrics::SentType;
 use crate::state::catalog::Catalog;
 use crate::state::pop::PopPart;
 use crate::state::{Kind, STATE_TOPIC, record};
 use rmq_common::java::string_hash_code;
 use rmq_common::keys;
-use rmq_common::record::{RecordInput, encode_properties, encoded_len};
-use std::collections::HashMap;
+use rmq_common::record::{
+    CRC_PROP_LEN, MAX_PROPERTIES_LEN, RecordInput, key_at, pair_starts, record_len,
+};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -37,7 +39,8 @@ impl Store {
             // Refused before anything is written, so the proxy may safely try another group.
             return Err(StoreError::HaNotAvailable);
         }
-        let mut write_queues: HashMap<&str, i32> = HashMap::new();
+        // Few topics per batch: a vector beats a hash map here.
+        let mut write_queues: Vec<(&str, i32)> = Vec::with_capacity(1);
         {
             let cat = self.state.catalog.read();
             for m in &msgs {
@@ -54,24 +57,29 @@ impl Store {
                         limit: self.cfg.max_message_size,
                     });
                 }
+                // Checked here so that a batch never fails half-way through the writer lock.
+                if m.properties.len() + CRC_PROP_LEN > MAX_PROPERTIES_LEN {
+                    return Err(StoreError::BadRequest(format!(
+                        "properties of {} bytes exceed the record limit of {} bytes",
+                        m.properties.len(),
+                        MAX_PROPERTIES_LEN - CRC_PROP_LEN
+                    )));
+                }
                 if m.queue_id >= t.write_queue_nums {
                     return Err(StoreError::NoSuchQueue {
                         topic: m.topic.clone(),
                         queue: m.queue_id,
                     });
                 }
-                write_queues.insert(&m.topic, t.write_queue_nums.max(1));
+                if !write_queues.iter().any(|(w, _)| *w == m.topic) {
+                    write_queues.push((&m.topic, t.write_queue_nums.max(1)));
+                }
             }
         }
-        // Encoded outside the writer lock: properties do not depend on where a message lands.
-        let props: Vec<Vec<u8>> = msgs
-            .iter()
-            .map(|m| encode_properties(m.properties.iter().map(|(k, v)| (k.as_str(), v.as_str()))))
-            .collect();
         let mut attempts = 0;
         let (results, end) = loop {
             attempts += 1;
-            match self.try_append(&msgs, &props, &write_queues) {
+            match self.try_append(&msgs, &write_queues) {
                 Err(StoreError::SegmentNotReady) if attempts < 3 => {
                     let base = self.segment_boundary();
                     if !self.log.alloc.wait_ready(base, SEGMENT_WAIT).await
@@ -89,8 +97,8 @@ impl Store {
         self.stats
             .put_total
             .fetch_add(msgs.len() as u64, Ordering::Relaxed);
-        for m in &msgs {
-            self.metrics.message_in(m);
+        for (m, r) in msgs.iter().zip(&results) {
+            self.metrics.message_in(m, r.sent_type);
         }
         Ok(results)
     }
@@ -104,47 +112,30 @@ impl Store {
     fn try_append(
         &self,
         msgs: &[NewMessage],
-        props: &[Vec<u8>],
-        write_queues: &HashMap<&str, i32>,
+        write_queues: &[(&str, i32)],
     ) -> Result<(Vec<AppendResult>, i64)> {
-        let born: Vec<SocketAddrV4> = msgs
-            .iter()
-            .map(|m| {
-                m.born_host
-                    .parse()
-                    .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
-            })
-            .collect();
-        let inputs: Vec<RecordInput<'_>> = msgs
-            .iter()
-            .zip(props)
-            .zip(&born)
-            .map(|((m, p), b)| RecordInput {
-                topic: &m.topic,
-                queue_id: m.queue_id,
-                flag: m.flag,
-                sys_flag: m.sys_flag,
-                born_timestamp: m.born_timestamp,
-                born_host: *b,
-                store_host: self.store_host,
-                reconsume_times: 0,
-                prepared_tx_offset: 0,
-                body: &m.body,
-                properties: p,
-            })
-            .collect();
-        let sizes: Vec<usize> = inputs.iter().map(encoded_len).collect();
         let mut results = Vec::with_capacity(msgs.len());
         let mut w = self.writer.lock();
-        if self.log.needs_segments(&w.tail, &sizes) {
+        let sizes = msgs.iter().map(|m| {
+            record_len(
+                m.topic.len(),
+                m.body.len(),
+                m.properties.len() + CRC_PROP_LEN,
+            )
+        });
+        if self.log.needs_segments(&w.tail, sizes) {
             return Err(StoreError::SegmentNotReady);
         }
         let store_ts = self.clock.now();
-        for (m, mut input) in msgs.iter().zip(inputs) {
+        for m in msgs {
             let queue_id = if m.queue_id >= 0 {
                 m.queue_id
             } else {
-                let n = write_queues.get(m.topic.as_str()).copied().unwrap_or(1);
+                let n = write_queues
+                    .iter()
+                    .find(|(t, _)| *t == m.topic)
+                    .map(|(_, n)| *n)
+                    .unwrap_or(1);
                 let rr = match w.round_robin.get_mut(&m.topic) {
                     Some(rr) => rr,
                     None => w.round_robin.entry(m.topic.clone()).or_default(),
@@ -152,23 +143,35 @@ impl Store {
                 *rr = rr.wrapping_add(1);
                 (*rr % n as usize) as i32
             };
-            input.queue_id = queue_id;
-            let qoff = w
-                .queue_next
-                .get(&(m.topic.clone(), queue_id))
-                .copied()
-                .unwrap_or(0);
-            let a = self
-                .log
-                .append(&mut w.tail, &input, qoff, store_ts, false)?;
+            let input = RecordInput {
+                topic: &m.topic,
+                queue_id,
+                flag: m.flag,
+                sys_flag: m.sys_flag,
+                born_timestamp: m.born_timestamp_ms,
+                born_host: m
+                    .born_host
+                    .parse()
+                    .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
+                store_host: self.store_host,
+                reconsume_times: 0,
+                prepared_tx_offset: 0,
+                body: &m.body,
+                properties: &m.properties,
+            };
+            let qoff = w.queue_next.take(&m.topic, queue_id);
+            let a = match self.log.append(&mut w.tail, &input, qoff, store_ts, false) {
+                Ok(a) => a,
+                Err(e) => {
+                    // Sizes and properties were checked before the lock, so this is not
+                    // expected; the offset is handed back so the queue keeps no hole.
+                    w.queue_next.set(&m.topic, queue_id, qoff);
+                    return Err(e);
+                }
+            };
             remember(&mut w.recent, a.phys, a.size);
-            w.queue_next.insert((m.topic.clone(), queue_id), qoff + 1);
-            let tags = m
-                .properties
-                .iter()
-                .find(|(k, _)| k == keys::TAGS)
-                .map(|(_, v)| i64::from(string_hash_code(v)))
-                .unwrap_or(0);
+            let (tags, sent_type) = scan_incoming(&m.properties);
+            let tags = tags.map(|v| i64::from(string_hash_code(v))).unwrap_or(0);
             w.pending.push_back(PendingDispatch {
                 topic: m.topic.clone(),
                 queue_id,
@@ -183,6 +186,7 @@ impl Store {
                 queue_id,
                 queue_offset: qoff,
                 phys: a.phys,
+                sent_type,
             });
         }
         self.log.publish(&w.tail);
@@ -258,5 +262,43 @@ impl Store {
             _ => {}
         }
         Ok(Durability::Log(end))
+    }
+}
+
+/// The tags (for the consume queue's tag hash) and the metric type of an incoming message,
+/// from one pass over its encoded properties.
+fn scan_incoming(props: &[u8]) -> (Option<&str>, SentType) {
+    let (mut tags, mut t) = (None, SentType::Normal);
+    for i in pair_starts(props) {
+        let rest = &props[i..];
+        if key_at(rest, keys::TAGS.as_bytes()) {
+            let v = &rest[keys::TAGS.len() + 1..];
+            let end = memchr::memchr(2, v).unwrap_or(v.len());
+            tags = std::str::from_utf8(&v[..end]).ok();
+        } else if key_at(rest, keys::TRAN_MSG.as_bytes()) {
+            t = SentType::Transaction;
+        } else if key_at(rest, keys::TIMER_DELIVER_MS.as_bytes()) && t != SentType::Transaction {
+            t = SentType::Delay;
+        } else if key_at(rest, keys::SHARDING_KEY.as_bytes()) && t == SentType::Normal {
+            t = SentType::Fifo;
+        }
+    }
+    (tags, t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmq_common::record::encode_properties;
+
+    #[test]
+    fn incoming_scan() {
+        let p = encode_properties([("UNIQ_KEY", "X"), ("TAGS", "TagA"), ("__SHARDINGKEY", "g")]);
+        assert_eq!(scan_incoming(&p), (Some("TagA"), SentType::Fifo));
+        let p = encode_properties([("TRAN_MSG", "true"), ("TIMER_DELIVER_MS", "1")]);
+        assert_eq!(scan_incoming(&p), (None, SentType::Transaction));
+        let p = encode_properties([("__SHARDINGKEY", "g"), ("TIMER_DELIVER_MS", "1")]);
+        assert_eq!(scan_incoming(&p), (None, SentType::Delay));
+        assert_eq!(scan_incoming(b""), (None, SentType::Normal));
     }
 }

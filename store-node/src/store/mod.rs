@@ -23,6 +23,7 @@ mod consume;
 mod handover;
 mod housekeeping;
 mod open;
+mod queue_offsets;
 mod replica;
 mod views;
 
@@ -42,32 +43,26 @@ use crate::metrics::StoreMetrics;
 use crate::state::State;
 use handover::HandoverLog;
 use parking_lot::{Mutex, RwLock};
+use queue_offsets::QueueOffsets;
+use rmq_common::FastMap;
 use rmq_common::time::{MonotonicMs, now_ms};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// A message to append, as the proxy hands it over.
-#[derive(Debug, Clone, Default)]
-pub struct NewMessage {
-    pub topic: String,
-    pub queue_id: i32,
-    pub body: bytes::Bytes,
-    pub properties: Vec<(String, String)>,
-    pub born_timestamp: i64,
-    pub born_host: String,
-    pub flag: i32,
-    pub sys_flag: i32,
-}
+/// A message to append, exactly as the proxy hands it over (no conversion on the send path);
+/// its properties are already in the record's encoding.
+pub use rmq_proto::store::StoreMessage as NewMessage;
 
 #[derive(Debug, Clone, Copy)]
 pub struct AppendResult {
     pub queue_id: i32,
     pub queue_offset: i64,
     pub phys: i64,
+    pub sent_type: crate::metrics::SentType,
 }
 
 #[derive(Debug, Clone)]
@@ -106,11 +101,11 @@ pub struct NewVisibility {
 /// The append side, under the writer lock.
 struct Writer {
     tail: Tail,
-    queue_next: HashMap<(String, i32), i64>,
+    queue_next: QueueOffsets,
     /// Messages appended but not yet in their consume queue (under SYNC_FLUSH until flushed;
     /// otherwise only when a queue file could not be created).
     pending: VecDeque<PendingDispatch>,
-    round_robin: HashMap<String, usize>,
+    round_robin: FastMap<String, usize>,
     /// The newest records (offset, size), offered to a master to find the common prefix.
     recent: VecDeque<(i64, u32)>,
 }
@@ -196,7 +191,7 @@ pub struct Store {
     replica_apply: Mutex<()>,
     /// Serialises topic and group administration (file removal happens outside other locks).
     admin: tokio::sync::Mutex<()>,
-    notifiers: Mutex<HashMap<String, Arc<Notify>>>,
+    notifiers: Mutex<FastMap<String, Arc<Notify>>>,
     store_host: SocketAddrV4,
     clock: MonotonicMs,
     /// Woken when topics change, so namesrv registration happens at once.
@@ -252,11 +247,11 @@ impl Store {
     }
 
     fn notifier(&self, topic: &str) -> Arc<Notify> {
-        self.notifiers
-            .lock()
-            .entry(topic.to_string())
-            .or_default()
-            .clone()
+        let mut n = self.notifiers.lock();
+        match n.get(topic) {
+            Some(x) => x.clone(),
+            None => n.entry(topic.to_string()).or_default().clone(),
+        }
     }
 
     /// Why messages are refused for want of disk space, if they are.
@@ -334,8 +329,9 @@ impl Store {
         if w.pending.is_empty() {
             return;
         }
-        // Few topics per batch: a vector beats a hash set here.
-        let mut touched: Vec<String> = Vec::new();
+        // Batches are mostly of one topic: waiters are woken when the topic changes, not
+        // collected first (a topic woken twice is harmless).
+        let mut touched: Option<String> = None;
         while let Some(p) = w.pending.front() {
             if p.entry.phys + p.entry.size as i64 > upto {
                 break;
@@ -347,11 +343,13 @@ impl Store {
                 break;
             }
             let p = w.pending.pop_front().expect("front exists");
-            if !touched.contains(&p.topic) {
-                touched.push(p.topic);
+            if touched.as_ref() != Some(&p.topic)
+                && let Some(t) = touched.replace(p.topic)
+            {
+                self.notifier(&t).notify_waiters();
             }
         }
-        for t in touched {
+        if let Some(t) = touched {
             self.notifier(&t).notify_waiters();
         }
     }

@@ -1,7 +1,7 @@
 //! Opening a store: what the directory is, whether it may be served, and the state rebuilt from
 //! the newest snapshot plus the log after it.
 
-use super::{Disk, Stats, Store, Writer, housekeeping, remember};
+use super::{Disk, QueueOffsets, Stats, Store, Writer, housekeeping, remember};
 use crate::checkpoint::{self, Checkpoint, CheckpointValues, Loaded};
 use crate::commitlog::recovery::{self, Inputs};
 use crate::commitlog::seals::Seals;
@@ -16,12 +16,13 @@ use crate::state::catalog::Catalog;
 use crate::state::pop::PopPart;
 use crate::state::{Kind, STATE_TOPIC, State, record, snapshot};
 use parking_lot::Mutex;
+use rmq_common::FastMap;
 use rmq_common::java::string_hash_code;
 use rmq_common::keys;
 use rmq_common::record::RecordView;
 use rmq_common::time::{MonotonicMs, now_ms};
 use rmq_proto::state::Snapshot;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -250,13 +251,12 @@ impl Store {
             }
             q.truncate(max);
         }
-        let mut queue_next: HashMap<(String, i32), i64> = HashMap::new();
+        let mut queue_next = QueueOffsets::default();
         for (t, id, q) in queues.all() {
-            queue_next.insert((t, id), q.max());
+            queue_next.set(&t, id, q.max());
         }
         for p in &stalled {
-            let e = queue_next.entry((p.topic.clone(), p.queue_id)).or_insert(0);
-            *e = (*e).max(p.queue_offset + 1);
+            queue_next.raise(&p.topic, p.queue_id, p.queue_offset + 1);
         }
         // A cursor can never be beyond its queue (a cut tail may have shortened it).
         for ((_, t), part) in state.pops.all() {
@@ -381,7 +381,7 @@ impl Store {
                     tail: Tail { pos: tail.pos },
                     queue_next,
                     pending: stalled.into_iter().collect(),
-                    round_robin: HashMap::new(),
+                    round_robin: FastMap::default(),
                     recent,
                 }),
                 queues: Arc::new(queues),
@@ -391,7 +391,7 @@ impl Store {
                 housekeeper: Mutex::new(None),
                 replica_apply: Mutex::new(()),
                 admin: tokio::sync::Mutex::new(()),
-                notifiers: Mutex::new(HashMap::new()),
+                notifiers: Mutex::new(FastMap::default()),
                 store_host,
                 clock: MonotonicMs::default(),
                 topics_changed: Notify::new(),

@@ -6,7 +6,7 @@
 //! offset — it starts over from the master's snapshot.
 
 use super::open::{Interpreted, interpret, restore_state};
-use super::{Durability, HaView, Store, remember};
+use super::{Durability, HaView, QueueOffsets, Store, remember};
 use crate::consumequeue::PendingDispatch;
 use crate::error::{Result, StoreError};
 use crate::state::catalog::Catalog;
@@ -289,8 +289,7 @@ impl Store {
             }
             let mut w = self.writer.lock();
             for p in batch.drain(..) {
-                w.queue_next
-                    .insert((p.topic.clone(), p.queue_id), p.queue_offset + 1);
+                w.queue_next.set(&p.topic, p.queue_id, p.queue_offset + 1);
                 w.pending.push_back(p);
             }
             if !self.sync_flush() {
@@ -307,7 +306,7 @@ impl Store {
                     if let Some(t) = a.topic_deleted {
                         {
                             let mut w = self.writer.lock();
-                            w.queue_next.retain(|(qt, _), _| *qt != t);
+                            w.queue_next.remove_topic(&t);
                             w.pending.retain(|p| p.topic != t);
                         }
                         if let Err(e) = self.queues.remove_topic(&t) {
@@ -360,13 +359,12 @@ impl Store {
         }
         {
             let mut w = self.writer.lock();
-            let mut next: HashMap<(String, i32), i64> = HashMap::new();
+            let mut next = QueueOffsets::default();
             for (t, id, q) in self.queues.all() {
-                next.insert((t, id), q.max());
+                next.set(&t, id, q.max());
             }
             for p in &w.pending {
-                let e = next.entry((p.topic.clone(), p.queue_id)).or_insert(0);
-                *e = (*e).max(p.queue_offset + 1);
+                next.raise(&p.topic, p.queue_id, p.queue_offset + 1);
             }
             w.queue_next = next;
         }
