@@ -684,6 +684,13 @@ async fn update_sub_group(m: &ArgMatches) -> Res<()> {
         consume_from_min_enable: parse_bool(m, "consumeFromMinEnable", false),
         broker_id: parse_num(m, "brokerId", 0)?,
         which_broker_when_consume_slowly: parse_num(m, "whichBrokerWhenConsumeSlowly", 1)?,
+        group_retry_policy: match m.get_one::<String>("groupRetryPolicy") {
+            Some(p) => {
+                rmq_common::retry_policy::RetryPolicy::parse(p)?;
+                p.clone()
+            }
+            None => String::new(),
+        },
     };
     for addr in targets {
         let r = store(&addr)
@@ -696,7 +703,7 @@ async fn update_sub_group(m: &ArgMatches) -> Res<()> {
         check(&r.result)?;
         println!("create subscription group to {addr} success.");
         println!(
-            "SubscriptionGroupConfig{{groupName={}, consumeEnable={}, consumeFromMinEnable={}, consumeBroadcastEnable={}, consumeMessageOrderly={}, retryQueueNums={}, retryMaxTimes={}, brokerId={}, whichBrokerWhenConsumeSlowly={}}}",
+            "SubscriptionGroupConfig{{groupName={}, consumeEnable={}, consumeFromMinEnable={}, consumeBroadcastEnable={}, consumeMessageOrderly={}, retryQueueNums={}, retryMaxTimes={}, groupRetryPolicy={}, brokerId={}, whichBrokerWhenConsumeSlowly={}}}",
             cfg.name,
             cfg.consume_enable,
             cfg.consume_from_min_enable,
@@ -704,6 +711,11 @@ async fn update_sub_group(m: &ArgMatches) -> Res<()> {
             cfg.consume_message_orderly,
             cfg.retry_queue_nums,
             cfg.retry_max_times,
+            if cfg.group_retry_policy.is_empty() {
+                r#"{"type":"CUSTOMIZED"}"#
+            } else {
+                &cfg.group_retry_policy
+            },
             cfg.broker_id,
             cfg.which_broker_when_consume_slowly
         );

@@ -5,6 +5,7 @@ pub mod java;
 pub mod message_type;
 pub mod properties_file;
 pub mod record;
+pub mod retry_policy;
 pub mod time;
 pub mod validate;
 
@@ -24,4 +25,10 @@ pub mod keys {
     pub const TRAN_MSG: &str = "TRAN_MSG";
     pub const TRACE_CONTEXT: &str = "TRACE_CONTEXT";
     pub const WAIT: &str = "WAIT";
+    pub const RETRY_TOPIC: &str = "RETRY_TOPIC";
+    pub const ORIGIN_MESSAGE_ID: &str = "ORIGIN_MESSAGE_ID";
+    pub const DLQ_ORIGIN_TOPIC: &str = "DLQ_ORIGIN_TOPIC";
+    pub const DLQ_ORIGIN_MESSAGE_ID: &str = "DLQ_ORIGIN_MESSAGE_ID";
+    /// Prefix of a consumer group's dead-letter topic, `%DLQ%<group>`.
+    pub const DLQ_TOPIC_PREFIX: &str = "%DLQ%";
 }

@@ -10,9 +10,9 @@ use rmq_proto::store::store_service_client::StoreServiceClient;
 use rmq_proto::store::store_service_server::StoreService;
 use rmq_proto::store::{
     AckBatchRequest, AckBatchResponse, AckRequest, AckResponse, AppendRequest, AppendResponse,
-    ChangeInvisibleRequest, ChangeInvisibleResponse, GetGroupRequest, GetGroupResponse,
-    GetTopicRequest, GetTopicResponse, PopRequest, PopResponse, ReadRecordsRequest,
-    ReadRecordsResponse,
+    ChangeInvisibleRequest, ChangeInvisibleResponse, DeadLetterRequest, DeadLetterResponse,
+    GetGroupRequest, GetGroupResponse, GetTopicRequest, GetTopicResponse, PopRequest, PopResponse,
+    ReadRecordsRequest, ReadRecordsResponse,
 };
 use rmq_proto::v2::Code;
 use std::collections::HashMap;
@@ -67,6 +67,7 @@ impl StoreClient {
     store_call!(read_records, ReadRecordsRequest, ReadRecordsResponse);
     store_call!(ack, AckRequest, AckResponse);
     store_call!(ack_batch, AckBatchRequest, AckBatchResponse);
+    store_call!(dead_letter, DeadLetterRequest, DeadLetterResponse);
     store_call!(
         change_invisible,
         ChangeInvisibleRequest,

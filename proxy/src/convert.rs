@@ -194,6 +194,7 @@ pub fn to_store(
         born_host,
         flag: 0,
         sys_flag: 0,
+        reconsume_times: 0,
     })
 }
 

@@ -13,7 +13,8 @@ use rmq_common::message_type::{MESSAGE_TYPE_ATTRIBUTE, TopicMessageType};
 use rmq_common::time::now_ms;
 use rmq_common::validate;
 use rmq_proto::store::{
-    AckBatchRequest, AckItem, AppendRequest, ChangeInvisibleRequest, GetTopicRequest, PopRequest,
+    AckBatchRequest, AckItem, AppendRequest, ChangeInvisibleRequest, DeadLetterRequest,
+    GetTopicRequest, PopRequest,
 };
 use rmq_proto::v2::messaging_service_server::MessagingService;
 use rmq_proto::v2::*;
@@ -688,8 +689,34 @@ impl Messaging {
         .encode())
     }
 
+    async fn dead_letter_inner(
+        &self,
+        req: &ForwardMessageToDeadLetterQueueRequest,
+    ) -> Result<(), ProxyError> {
+        let group = topic_name(&req.group);
+        check_group(group)?;
+        let topic = topic_name(&req.topic);
+        check_topic(topic)?;
+        let h = ReceiptHandle::decode(&req.receipt_handle)
+            .map_err(|e| ProxyError::invalid(Code::InvalidReceiptHandle, e.to_string()))?;
+        let store = self.store_for_handle(topic, &h).await?;
+        let r = store
+            .dead_letter(
+                DeadLetterRequest {
+                    group: group.into(),
+                    topic: topic.into(),
+                    queue_id: h.queue_id,
+                    queue_offset: h.queue_offset,
+                    token: h.token,
+                },
+                STORE_TIMEOUT,
+            )
+            .await?;
+        check(&r.result)
+    }
+
     /// Whether `group` consumes in order, plus its retry budget.
-    pub async fn group_settings(&self, group: &str) -> (bool, i32) {
+    pub async fn group_settings(&self, group: &str) -> crate::telemetry::GroupSettings {
         crate::telemetry::group_settings(&self.cluster, &self.cfg, group).await
     }
 
@@ -702,7 +729,7 @@ impl Messaging {
         check_group(topic_name(&req.group))?;
         let route = self.cluster.route(&topic.name).await?;
         let endpoints = echo_endpoints(req.endpoints.as_ref(), self.cfg.grpc_server_port);
-        let (fifo, _) = self.group_settings(topic_name(&req.group)).await;
+        let fifo = self.group_settings(topic_name(&req.group)).await.fifo;
         let types = accept_types(&route);
         let mut out = Vec::new();
         for q in &route.queues {
@@ -980,9 +1007,17 @@ impl MessagingService for Messaging {
         request: Request<ForwardMessageToDeadLetterQueueRequest>,
     ) -> GrpcResult<ForwardMessageToDeadLetterQueueResponse> {
         let ctx = ClientContext::from_metadata(request.metadata());
-        let e = ProxyError::NotImplemented("dead-letter forwarding is not supported yet".into());
+        let req = request.into_inner();
+        let result = if ctx.client_id.trim().is_empty() {
+            Err(ProxyError::ClientIdRequired)
+        } else {
+            self.dead_letter_inner(&req).await
+        };
         Ok(Response::new(ForwardMessageToDeadLetterQueueResponse {
-            status: Some(to_status(&ctx, &e)),
+            status: Some(match result {
+                Ok(()) => ok_status(),
+                Err(e) => to_status(&ctx, &e),
+            }),
         }))
     }
 

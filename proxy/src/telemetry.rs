@@ -8,6 +8,7 @@ use crate::context::ClientContext;
 use crate::convert::ms_dur;
 use crate::error::{ProxyError, ok_status, to_status};
 use crate::service::Messaging;
+use rmq_common::retry_policy::RetryPolicy as RetryPolicyCfg;
 use rmq_proto::store::GetGroupRequest;
 use rmq_proto::v2::*;
 use std::sync::Arc;
@@ -18,14 +19,27 @@ use tonic::{Request, Response, Streaming};
 
 type Out = Result<TelemetryCommand, tonic::Status>;
 
-/// Apache's customized retry schedule for consumers.
-const BACKOFF_SECS: [i64; 18] = [
-    1, 5, 10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600, 7200,
-];
+/// What consumers are told about their group: orderly or not, and how failures are retried.
+#[derive(Debug, Clone)]
+pub struct GroupSettings {
+    pub fifo: bool,
+    pub retry_max_times: i32,
+    pub retry_policy: RetryPolicyCfg,
+}
 
-pub async fn group_settings(cluster: &Cluster, cfg: &ProxyConfig, group: &str) -> (bool, i32) {
+impl Default for GroupSettings {
+    fn default() -> Self {
+        Self {
+            fifo: false,
+            retry_max_times: 16,
+            retry_policy: RetryPolicyCfg::default(),
+        }
+    }
+}
+
+pub async fn group_settings(cluster: &Cluster, cfg: &ProxyConfig, group: &str) -> GroupSettings {
     let Ok(store) = cluster.any_master(&cfg.rocketmq_cluster_name).await else {
-        return (false, 16);
+        return GroupSettings::default();
     };
     match store
         .get_group(
@@ -38,9 +52,38 @@ pub async fn group_settings(cluster: &Cluster, cfg: &ProxyConfig, group: &str) -
     {
         Ok(r) => r
             .group
-            .map(|g| (g.consume_message_orderly, g.retry_max_times))
-            .unwrap_or((false, 16)),
-        Err(_) => (false, 16),
+            .map(|g| GroupSettings {
+                fifo: g.consume_message_orderly,
+                retry_max_times: g.retry_max_times,
+                // Validated when it was set; a policy that no longer parses falls back.
+                retry_policy: RetryPolicyCfg::parse(&g.group_retry_policy).unwrap_or_default(),
+            })
+            .unwrap_or_default(),
+        Err(_) => GroupSettings::default(),
+    }
+}
+
+/// The group's policy as the client's backoff policy (`max_attempts` = retryMaxTimes + 1).
+fn backoff(g: &GroupSettings) -> RetryPolicy {
+    let strategy = match &g.retry_policy {
+        RetryPolicyCfg::Customized { next_ms } => {
+            retry_policy::Strategy::CustomizedBackoff(CustomizedBackoff {
+                next: next_ms.iter().map(|ms| ms_dur(*ms)).collect(),
+            })
+        }
+        RetryPolicyCfg::Exponential {
+            initial_ms,
+            max_ms,
+            multiplier,
+        } => retry_policy::Strategy::ExponentialBackoff(ExponentialBackoff {
+            initial: Some(ms_dur(*initial_ms)),
+            max: Some(ms_dur(*max_ms)),
+            multiplier: *multiplier as f32,
+        }),
+    };
+    RetryPolicy {
+        max_attempts: g.retry_max_times.max(0) + 1,
+        strategy: Some(strategy),
     }
 }
 
@@ -66,18 +109,11 @@ async fn merge(cluster: &Cluster, cfg: &ProxyConfig, mut s: Settings) -> Setting
                 .as_ref()
                 .map(|g| g.name.clone())
                 .unwrap_or_default();
-            let (fifo, retry_max) = group_settings(cluster, cfg, &group).await;
-            sub.fifo = Some(fifo);
+            let g = group_settings(cluster, cfg, &group).await;
+            sub.fifo = Some(g.fifo);
             sub.receive_batch_size = Some(32);
             sub.long_polling_timeout = Some(ms_dur(cfg.max_long_polling_ms));
-            s.backoff_policy = Some(RetryPolicy {
-                max_attempts: retry_max + 1,
-                strategy: Some(retry_policy::Strategy::CustomizedBackoff(
-                    CustomizedBackoff {
-                        next: BACKOFF_SECS.iter().map(|s| ms_dur(s * 1000)).collect(),
-                    },
-                )),
-            });
+            s.backoff_policy = Some(backoff(&g));
         }
         None => {}
     }

@@ -203,6 +203,27 @@ impl StoreService for StoreGrpc {
         }
     }
 
+    async fn dead_letter(
+        &self,
+        req: Request<DeadLetterRequest>,
+    ) -> std::result::Result<Response<DeadLetterResponse>, Status> {
+        let r = req.into_inner();
+        match self
+            .store
+            .dead_letter(&r.group, &r.topic, r.queue_id, r.queue_offset, r.token)
+            .await
+        {
+            Ok(dlq) => reply(DeadLetterResponse {
+                result: ok(),
+                dlq_topic: dlq,
+            }),
+            Err(e) => reply(DeadLetterResponse {
+                result: fail(&e),
+                ..Default::default()
+            }),
+        }
+    }
+
     async fn upsert_topic(
         &self,
         req: Request<UpsertTopicRequest>,

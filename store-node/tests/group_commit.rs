@@ -46,6 +46,7 @@ async fn concurrent_sync_sends_share_fsyncs() {
                         born_host: "127.0.0.1:1".into(),
                         flag: 0,
                         sys_flag: 0,
+                        reconsume_times: 0,
                     }])
                     .await
                     .expect("sync send");

@@ -50,6 +50,7 @@ fn message(i: usize, rng: &mut impl Rng) -> NewMessage {
         born_host: "127.0.0.1:1".into(),
         flag: 0,
         sys_flag: 0,
+        reconsume_times: 0,
     }
 }
 

@@ -35,6 +35,7 @@ async fn send(store: &Store, tag: &str, n: usize) {
                 born_host: "127.0.0.1:1".into(),
                 flag: 0,
                 sys_flag: 0,
+                reconsume_times: 0,
             }])
             .await
             .unwrap();

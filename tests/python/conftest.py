@@ -6,6 +6,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -69,7 +70,10 @@ class Server:
 
     def create_topic(self, topic, *extra):
         self.mqadmin("updateTopic", "-c", "DefaultCluster", "-t", topic, *extra)
-        deadline = time.time() + 20
+        self.wait_route(topic)
+
+    def wait_route(self, topic, budget=20):
+        deadline = time.time() + budget
         while time.time() < deadline:
             r = subprocess.run([str(BIN_DIR / "mqadmin"), "topicRoute", "-t", topic, "-n", f"127.0.0.1:{self.base}"],
                                capture_output=True, text=True)
@@ -90,3 +94,10 @@ def server():
     s = Server()
     yield s
     s.stop()
+
+
+@pytest.fixture
+def topic(server):
+    name = "Py" + uuid.uuid4().hex[:10]
+    server.create_topic(name)
+    return name

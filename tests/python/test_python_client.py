@@ -37,13 +37,6 @@ def receive_all(consumer, want, budget=30, invisible=15, ack=True):
     return got
 
 
-@pytest.fixture
-def topic(server):
-    name = "Py" + uuid.uuid4().hex[:10]
-    server.create_topic(name)
-    return name
-
-
 def test_four_mib_body_and_fields_round_trip(server, topic):
     producer = Producer(config(server), (topic,))
     producer.startup()

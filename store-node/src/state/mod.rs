@@ -52,6 +52,8 @@ pub struct GroupCfg {
     pub consume_from_min_enable: bool,
     pub broker_id: i64,
     pub which_broker_when_consume_slowly: i64,
+    /// Apache's `groupRetryPolicy` JSON as given to `updateSubGroup -p`; empty = the default.
+    pub group_retry_policy: String,
 }
 
 impl GroupCfg {
@@ -67,6 +69,7 @@ impl GroupCfg {
             consume_from_min_enable: false,
             broker_id: 0,
             which_broker_when_consume_slowly: 1,
+            group_retry_policy: String::new(),
         }
     }
 }

@@ -73,6 +73,7 @@ pub fn group_to_proto(g: &GroupCfg) -> GroupConfig {
         consume_from_min_enable: g.consume_from_min_enable,
         broker_id: g.broker_id,
         which_broker_when_consume_slowly: g.which_broker_when_consume_slowly,
+        group_retry_policy: g.group_retry_policy.clone(),
     }
 }
 
@@ -87,5 +88,6 @@ pub fn group_from_proto(g: GroupConfig) -> GroupCfg {
         consume_from_min_enable: g.consume_from_min_enable,
         broker_id: g.broker_id,
         which_broker_when_consume_slowly: g.which_broker_when_consume_slowly,
+        group_retry_policy: g.group_retry_policy,
     }
 }

@@ -154,7 +154,7 @@ impl Store {
                     .parse()
                     .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
                 store_host: self.store_host,
-                reconsume_times: 0,
+                reconsume_times: m.reconsume_times,
                 prepared_tx_offset: 0,
                 body: &m.body,
                 properties: &m.properties,

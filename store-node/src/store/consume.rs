@@ -2,6 +2,7 @@
 //! consumers of different topics or groups never wait for each other; records are read from the
 //! log without any state lock and verified (CRC, position, topic and queue) before delivery.
 
+use super::dead_letter::{DeadLetter, MOVE_HOLD_MS};
 use super::{Delivery, NewVisibility, PopRequest, Store};
 use crate::consumequeue::CqEntry;
 use crate::error::{Result, StoreError};
@@ -33,7 +34,12 @@ impl Store {
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (found, next_visible) = self.try_pop(&req)?;
+            let (found, next_visible, dead) = self.try_pop(&req)?;
+            for d in &dead {
+                if let Err(e) = self.move_to_dlq(&req.group, &req.topic, d).await {
+                    tracing::warn!(group = %req.group, topic = %req.topic, queue = d.queue_id, offset = d.offset, error = %e, "cannot move a message to the dead-letter topic yet; retried after the hold");
+                }
+            }
             if !found.is_empty() {
                 self.stats
                     .get_total
@@ -44,6 +50,9 @@ impl Store {
                 return Ok(found);
             }
             let now = tokio::time::Instant::now();
+            if !dead.is_empty() && now < deadline {
+                continue; // what was moved may have uncovered deliverable messages
+            }
             if now >= deadline {
                 return Ok(Vec::new());
             }
@@ -124,9 +133,10 @@ impl Store {
         Ok(bytes)
     }
 
-    /// One non-blocking pop attempt. Returns the deliveries and, when none, the earliest time an
-    /// in-flight message of this group becomes visible again.
-    fn try_pop(&self, req: &PopRequest) -> Result<(Vec<Delivery>, Option<i64>)> {
+    /// One non-blocking pop attempt. Returns the deliveries, when none the earliest time an
+    /// in-flight message of this group becomes visible again, and the deliveries that have used
+    /// up their attempts (held invisible, for the caller to move to the dead-letter topic).
+    fn try_pop(&self, req: &PopRequest) -> Result<(Vec<Delivery>, Option<i64>, Vec<DeadLetter>)> {
         self.ensure_group(&req.group)?;
         let cat = self.state.catalog.read();
         let topic = cat
@@ -138,8 +148,15 @@ impl Store {
         }
         let nq = topic.read_queue_nums.max(0);
         if nq == 0 {
-            return Ok((Vec::new(), None));
+            return Ok((Vec::new(), None, Vec::new()));
         }
+        // Deliveries 1..=retryMaxTimes+1 are made; the next one goes to the DLQ instead.
+        let max_attempts = cat
+            .groups
+            .get(&req.group)
+            .map(|g| g.retry_max_times.max(0) + 1)
+            .unwrap_or(17);
+        let mut dead = Vec::new();
         let order: Vec<i32> = if req.queue_id >= 0 {
             if req.queue_id >= nq {
                 return Err(StoreError::NoSuchQueue {
@@ -195,6 +212,37 @@ impl Store {
             // Deliveries that can never be made (their record is damaged or gone): dropped.
             let mut dropped: Vec<(i64, u64)> = Vec::new();
             for (o, attempt, token) in expired {
+                if attempt > max_attempts {
+                    // A slave cannot write the DLQ copy: the message waits for its master.
+                    if self.is_slave() {
+                        continue;
+                    }
+                    match cq.as_ref().and_then(|c| c.get(o)) {
+                        Some(e) => {
+                            let hold = self.state.tokens.next(now);
+                            let kind = Kind::Invisible(InvisibleRecord {
+                                group: req.group.clone(),
+                                topic: req.topic.clone(),
+                                queue_id: q,
+                                offset: o,
+                                token,
+                                new_token: hold,
+                                visible_at_ms: now + MOVE_HOLD_MS,
+                            });
+                            let _ = self.change_part(&mut p, kind)?;
+                            dead.push(DeadLetter {
+                                queue_id: q,
+                                offset: o,
+                                token: hold,
+                                attempts: attempt - 1,
+                                phys: e.phys,
+                                size: e.size,
+                            });
+                        }
+                        None => dropped.push((o, token)),
+                    }
+                    continue;
+                }
                 if picks.len() + out.len() >= req.batch {
                     break;
                 }
@@ -301,7 +349,7 @@ impl Store {
         }
         drop(p);
         drop(cat);
-        Ok((out, next_visible))
+        Ok((out, next_visible, dead))
     }
 
     /// Raw records by position, for a proxy serving a master's deliveries from this copy. A
@@ -329,7 +377,7 @@ impl Store {
         out
     }
 
-    fn check_delivery(
+    pub(super) fn check_delivery(
         p: &mut PopPart,
         queue: i32,
         offset: i64,
@@ -347,7 +395,7 @@ impl Store {
         }
     }
 
-    fn require_topic(&self, topic: &str) -> Result<()> {
+    pub(super) fn require_topic(&self, topic: &str) -> Result<()> {
         if self.state.catalog.read().topics.contains_key(topic) {
             Ok(())
         } else {

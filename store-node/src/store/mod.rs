@@ -20,6 +20,7 @@
 mod admin;
 mod append;
 mod consume;
+mod dead_letter;
 mod handover;
 mod housekeeping;
 mod open;
@@ -134,6 +135,8 @@ pub struct Stats {
     pub damaged_records: AtomicU64,
     /// Segments deleted by retention.
     pub deleted_segments: AtomicU64,
+    /// Deliveries moved to a dead-letter topic.
+    pub dead_letters: AtomicU64,
     pub boot_ms: AtomicU64,
     samples: Mutex<VecDeque<(i64, u64, u64)>>,
 }

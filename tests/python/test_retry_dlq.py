@@ -1,0 +1,107 @@
+"""Retries and dead letters with the official Python push consumer against `rmq standalone`."""
+import json
+import threading
+import time
+import uuid
+from collections import defaultdict
+
+from rocketmq import (ConsumeResult, FilterExpression, MessageListener, Producer, PushConsumer,
+                      SimpleConsumer)
+
+from test_python_client import config, message, receive_all
+
+FAST_RETRIES = json.dumps({"type": "CUSTOMIZED", "customizedRetryPolicy": {"next": [1000, 1000, 1000]}})
+
+
+class Recorder(MessageListener):
+    """Fails `poison` bodies always and `flaky` ones on their first attempt."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.attempts = defaultdict(list)
+
+    def consume(self, msg):
+        with self.lock:
+            self.attempts[msg.message_id].append(msg.delivery_attempt)
+        if msg.body.startswith(b"poison"):
+            return ConsumeResult.FAILURE
+        if msg.body.startswith(b"flaky") and msg.delivery_attempt == 1:
+            return ConsumeResult.FAILURE
+        return ConsumeResult.SUCCESS
+
+    def seen(self):
+        with self.lock:
+            return {k: list(v) for k, v in self.attempts.items()}
+
+
+def wait_for(cond, budget):
+    deadline = time.time() + budget
+    while time.time() < deadline:
+        if cond():
+            return True
+        time.sleep(0.2)
+    return cond()
+
+
+def read_dlq(server, group, want, budget=30):
+    server.wait_route(f"%DLQ%{group}", budget)  # created with the first dead letter
+    reader = SimpleConsumer(config(server), "PyDlqReader" + uuid.uuid4().hex[:6],
+                            {f"%DLQ%{group}": FilterExpression("*")}, await_duration=5)
+    reader.startup()
+    try:
+        return receive_all(reader, want, budget=budget)
+    finally:
+        reader.shutdown()
+
+
+def send(server, topic, bodies):
+    producer = Producer(config(server), (topic,))
+    producer.startup()
+    try:
+        return {producer.send(message(topic, b, tag="T", props={"k": "v"})).message_id: b for b in bodies}
+    finally:
+        producer.shutdown()
+
+
+def test_failed_messages_come_back_then_go_to_the_dlq(server, topic):
+    group = "PyRetry" + uuid.uuid4().hex[:8]
+    server.mqadmin("updateSubGroup", "-c", "DefaultCluster", "-g", group, "-r", "2", "-p", FAST_RETRIES)
+    listener = Recorder()
+    push = PushConsumer(config(server), group, listener, {topic: FilterExpression("*")})
+    push.startup()
+    try:
+        sent = send(server, topic, [b"flaky-1", b"flaky-2", b"flaky-3", b"ok-1", b"ok-2", b"poison"])
+        poison = next(i for i, b in sent.items() if b == b"poison")
+        want = {i: ([1, 2] if b.startswith(b"flaky") else [1, 2, 3] if b == b"poison" else [1])
+                for i, b in sent.items()}
+        assert wait_for(lambda: listener.seen() == want, 60), listener.seen()
+        # retryMaxTimes=2: three deliveries, then the DLQ; read there with id, body and properties.
+        dlq = read_dlq(server, group, 1)
+        assert len(dlq) == 1, dlq
+        m = dlq[0]
+        assert (m.message_id, m.body, m.tag, m.properties) == (poison, b"poison", "T", {"k": "v"})
+        assert m.topic == f"%DLQ%{group}"
+        # Never delivered to the group again.
+        time.sleep(4)
+        assert listener.seen() == want
+    finally:
+        push.shutdown()
+
+
+def test_fifo_consumer_forwards_to_the_dlq(server, topic):
+    # An orderly group: the client retries locally, then calls ForwardMessageToDeadLetterQueue.
+    group = "PyFifoDlq" + uuid.uuid4().hex[:8]
+    server.mqadmin("updateSubGroup", "-c", "DefaultCluster", "-g", group, "-o", "true", "-r", "1",
+                   "-p", FAST_RETRIES)
+    listener = Recorder()
+    push = PushConsumer(config(server), group, listener, {topic: FilterExpression("*")})
+    push.startup()
+    try:
+        sent = send(server, topic, [b"poison", b"ok-1"])
+        poison = next(i for i, b in sent.items() if b == b"poison")
+        dlq = read_dlq(server, group, 1, budget=40)
+        assert [(m.message_id, m.body) for m in dlq] == [(poison, b"poison")]
+        # Two local attempts (max attempts = retryMaxTimes + 1); the delivery itself was the first.
+        assert wait_for(lambda: len(listener.seen().get(poison, [])) == 2, 10), listener.seen()
+    finally:
+        push.shutdown()
