@@ -6,6 +6,7 @@ pub mod message_type;
 pub mod properties_file;
 pub mod record;
 pub mod retry_policy;
+pub mod sql92;
 pub mod time;
 pub mod validate;
 

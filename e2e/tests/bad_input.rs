@@ -248,14 +248,14 @@ async fn receive_ack_and_invisibility_validation() {
             Code::IllegalInvisibleTime,
         ),
         (
-            "SQL filter",
+            "malformed SQL92 filter",
             recv(
                 "G",
                 "Recv",
                 Some(30_000),
                 FilterExpression {
                     r#type: FilterType::Sql as i32,
-                    expression: "a > 1".into(),
+                    expression: "a > 1 AND".into(),
                 },
             ),
             Code::IllegalFilterExpression,

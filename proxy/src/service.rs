@@ -424,13 +424,20 @@ impl Messaging {
         let mq = req.message_queue.clone().unwrap_or_default();
         let topic = topic_name(&mq.topic).to_string();
         check_topic(&topic)?;
+        let mut sql = String::new();
         let tags = match &req.filter_expression {
             None => vec![],
             Some(f) if f.r#type == FilterType::Sql as i32 => {
-                return Err(ProxyError::invalid(
-                    Code::IllegalFilterExpression,
-                    "SQL92 filtering is not supported yet",
-                ));
+                // Checked here for the client's error; evaluated in the store, so messages
+                // that do not match never leave it.
+                rmq_common::sql92::parse(&f.expression).map_err(|why| {
+                    ProxyError::invalid(
+                        Code::IllegalFilterExpression,
+                        format!("bad SQL92 expression {:?}: {why}", f.expression),
+                    )
+                })?;
+                sql = f.expression.clone();
+                vec![]
             }
             Some(f) => {
                 let e = f.expression.trim();
@@ -497,6 +504,7 @@ impl Messaging {
             batch_size: req.batch_size.clamp(1, 32),
             invisible_ms,
             poll_ms,
+            sql,
         };
         let resp = match store
             .pop(pop, Duration::from_millis(poll_ms as u64) + STORE_TIMEOUT)

@@ -76,6 +76,22 @@ impl StoreService for StoreGrpc {
         req: Request<PopRequest_>,
     ) -> std::result::Result<Response<PopResponse>, Status> {
         let r = req.into_inner();
+        let sql = if r.sql.trim().is_empty() {
+            None
+        } else {
+            match rmq_common::sql92::parse(&r.sql) {
+                Ok(e) => Some(std::sync::Arc::new(e)),
+                Err(why) => {
+                    return reply(PopResponse {
+                        result: Some(Result {
+                            code: Code::IllegalFilterExpression as i32,
+                            message: format!("bad SQL92 expression: {why}"),
+                        }),
+                        ..Default::default()
+                    });
+                }
+            }
+        };
         let pr = PopRequest {
             group: r.group,
             topic: r.topic,
@@ -84,6 +100,7 @@ impl StoreService for StoreGrpc {
             batch: r.batch_size.clamp(1, 32) as usize,
             invisible_ms: r.invisible_ms.max(0),
             poll_ms: r.poll_ms.clamp(0, 60_000),
+            sql,
         };
         match self.store.pop(pr).await {
             Ok(ds) => reply(PopResponse {

@@ -17,6 +17,7 @@ fn pop(group: &str, topic: &str, invisible_ms: i64) -> PopRequest {
         batch: 32,
         invisible_ms,
         poll_ms: 0,
+        sql: None,
     }
 }
 

@@ -67,6 +67,7 @@ async fn drain(store: &Store, group: &str) -> BTreeMap<i64, (usize, Vec<u8>)> {
                 batch: 32,
                 invisible_ms: 600_000,
                 poll_ms: 0,
+                sql: None,
             })
             .await
             .expect("pop");

@@ -76,6 +76,7 @@ async fn bodies(store: &Store, group: &str) -> Vec<String> {
             batch: 32,
             invisible_ms: 60_000,
             poll_ms: 0,
+            sql: None,
         })
         .await
         .unwrap();

@@ -53,6 +53,7 @@ async fn drain(store: &Store, group: &str, ack: bool) -> Vec<usize> {
                 batch: 32,
                 invisible_ms: 60_000,
                 poll_ms: 0,
+                sql: None,
             })
             .await
             .unwrap();

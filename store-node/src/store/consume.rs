@@ -16,6 +16,17 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+/// What one non-blocking pop attempt found.
+struct Attempt {
+    found: Vec<Delivery>,
+    /// When none was found: the earliest time an in-flight message becomes visible again.
+    next_visible: Option<i64>,
+    /// Deliveries that used up their attempts, held invisible for the caller to move to the DLQ.
+    dead: Vec<DeadLetter>,
+    /// Messages were passed over (filtered out): more may match right after them.
+    skipped: bool,
+}
+
 /// Why a consume-queue entry's record cannot be delivered.
 enum Unreadable {
     /// Not (or no longer) in the log, or a stale entry: nothing to deliver, nothing to count.
@@ -34,7 +45,12 @@ impl Store {
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (found, next_visible, dead) = self.try_pop(&req)?;
+            let Attempt {
+                found,
+                next_visible,
+                dead,
+                skipped,
+            } = self.try_pop(&req)?;
             for d in &dead {
                 if let Err(e) = self.move_to_dlq(&req.group, &req.topic, d).await {
                     tracing::warn!(group = %req.group, topic = %req.topic, queue = d.queue_id, offset = d.offset, error = %e, "cannot move a message to the dead-letter topic yet; retried after the hold");
@@ -50,8 +66,8 @@ impl Store {
                 return Ok(found);
             }
             let now = tokio::time::Instant::now();
-            if !dead.is_empty() && now < deadline {
-                continue; // what was moved may have uncovered deliverable messages
+            if (!dead.is_empty() || skipped) && now < deadline {
+                continue; // what was moved or passed over may have uncovered deliverable ones
             }
             if now >= deadline {
                 return Ok(Vec::new());
@@ -133,10 +149,8 @@ impl Store {
         Ok(bytes)
     }
 
-    /// One non-blocking pop attempt. Returns the deliveries, when none the earliest time an
-    /// in-flight message of this group becomes visible again, and the deliveries that have used
-    /// up their attempts (held invisible, for the caller to move to the dead-letter topic).
-    fn try_pop(&self, req: &PopRequest) -> Result<(Vec<Delivery>, Option<i64>, Vec<DeadLetter>)> {
+    /// One non-blocking pop attempt.
+    fn try_pop(&self, req: &PopRequest) -> Result<Attempt> {
         self.ensure_group(&req.group)?;
         let cat = self.state.catalog.read();
         let topic = cat
@@ -148,8 +162,14 @@ impl Store {
         }
         let nq = topic.read_queue_nums.max(0);
         if nq == 0 {
-            return Ok((Vec::new(), None, Vec::new()));
+            return Ok(Attempt {
+                found: Vec::new(),
+                next_visible: None,
+                dead: Vec::new(),
+                skipped: false,
+            });
         }
+        let mut skipped = false;
         // Deliveries 1..=retryMaxTimes+1 are made; the next one goes to the DLQ instead.
         let max_attempts = cat
             .groups
@@ -183,7 +203,8 @@ impl Store {
         let mut out = Vec::new();
         let mut next_visible: Option<i64> = None;
         // slaveReadEnable: the slave that has received the most, and the log's end.
-        let replica = (self.cfg.slave_read_enable && !self.is_slave())
+        // A SQL92 filter reads each record's properties here, so it is never served remotely.
+        let replica = (self.cfg.slave_read_enable && !self.is_slave() && req.sql.is_none())
             .then(|| self.replicas.furthest())
             .flatten();
         let log_end = self.log.published();
@@ -291,6 +312,17 @@ impl Store {
                         }
                     }
                 };
+                if let Some(sql) = &req.sql
+                    && attempt == 1
+                {
+                    // Skipped for the group like a tag mismatch: the cursor has moved past it.
+                    let hit = RecordView::parse(&record)
+                        .is_ok_and(|v| sql.matches(&|k: &str| v.property(k)));
+                    if !hit {
+                        skipped = true;
+                        continue;
+                    }
+                }
                 if !req.tags.is_empty() && attempt == 1 && on_replica.is_none() {
                     // The tags code matched; compare the strings to rule out a hash collision.
                     let tag = RecordView::parse(&record)
@@ -349,7 +381,12 @@ impl Store {
         }
         drop(p);
         drop(cat);
-        Ok((out, next_visible, dead))
+        Ok(Attempt {
+            found: out,
+            next_visible,
+            dead,
+            skipped,
+        })
     }
 
     /// Raw records by position, for a proxy serving a master's deliveries from this copy. A

@@ -75,6 +75,8 @@ pub struct PopRequest {
     pub batch: usize,
     pub invisible_ms: i64,
     pub poll_ms: i64,
+    /// SQL92 filter: messages it does not match are skipped for the group, never delivered.
+    pub sql: Option<std::sync::Arc<rmq_common::sql92::Expr>>,
 }
 
 #[derive(Debug, Clone)]
