@@ -9,7 +9,7 @@ pub mod context;
 pub mod convert;
 pub mod error;
 pub mod replica_read;
-pub mod service;
+pub mod rpc;
 pub mod sessions;
 pub mod telemetry;
 
@@ -49,7 +49,7 @@ pub async fn run(
         .with_description("Whether the proxy is up")
         .with_callback(move |o| o.observe(1, &labels))
         .build();
-    let svc = service::Messaging {
+    let svc = rpc::Messaging {
         cfg: cfg.clone(),
         cluster: Arc::new(cluster),
         sessions: Arc::default(),

@@ -7,7 +7,7 @@ use crate::config::ProxyConfig;
 use crate::context::ClientContext;
 use crate::convert::ms_dur;
 use crate::error::{ProxyError, ok_status, to_status};
-use crate::service::Messaging;
+use crate::rpc::Messaging;
 use rmq_common::retry_policy::RetryPolicy as RetryPolicyCfg;
 use rmq_proto::store::GetGroupRequest;
 use rmq_proto::v2::*;
@@ -127,7 +127,7 @@ async fn merge(cluster: &Cluster, cfg: &ProxyConfig, mut s: Settings) -> Setting
 pub async fn open(
     svc: &Messaging,
     request: Request<Streaming<TelemetryCommand>>,
-) -> Result<Response<crate::service::TelemetryOut>, tonic::Status> {
+) -> Result<Response<crate::rpc::TelemetryOut>, tonic::Status> {
     let ctx = ClientContext::from_metadata(request.metadata());
     let (tx, rx) = mpsc::channel::<Out>(64);
     if ctx.client_id.trim().is_empty() {
