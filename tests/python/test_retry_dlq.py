@@ -149,3 +149,42 @@ def test_sql92_filters_in_the_store(server, topic):
         assert "40010" in str(e.value), e.value  # ILLEGAL_FILTER_EXPRESSION
     finally:
         bad.shutdown()
+
+
+def test_fifo_order_per_message_group_with_failures(server):
+    topic = "PyFifo" + uuid.uuid4().hex[:8]
+    server.create_topic(topic, "-a", "+message.type=FIFO")
+    group = "PyFifoOrder" + uuid.uuid4().hex[:6]
+    server.mqadmin("updateSubGroup", "-c", "DefaultCluster", "-g", group, "-o", "true", "-r", "3",
+                   "-p", FAST_RETRIES)
+    lock = threading.Lock()
+    calls = defaultdict(int)
+    done = defaultdict(list)   # message group -> indexes consumed successfully, in order
+
+    class Listener(MessageListener):
+        def consume(self, msg):
+            g, i = msg.body.decode().split(":")
+            with lock:
+                calls[msg.message_id] += 1
+                if int(i) % 10 == 3 and calls[msg.message_id] == 1:
+                    return ConsumeResult.FAILURE   # retried by the client before anything after it
+                done[g].append(int(i))
+            return ConsumeResult.SUCCESS
+
+    push = PushConsumer(config(server), group, Listener(), {topic: FilterExpression("*")})
+    push.startup()
+    producer = Producer(config(server), (topic,))
+    producer.startup()
+    try:
+        for i in range(50):
+            for g in ("gA", "gB"):
+                m = message(topic, f"{g}:{i}".encode())
+                m.message_group = g
+                producer.send(m)
+        assert wait_for(lambda: sum(len(v) for v in done.values()) >= 100, 60), dict(done)
+        time.sleep(1)
+        assert done["gA"] == list(range(50)), done["gA"]
+        assert done["gB"] == list(range(50)), done["gB"]
+    finally:
+        producer.shutdown()
+        push.shutdown()

@@ -176,6 +176,12 @@ impl Store {
             .get(&req.group)
             .map(|g| g.retry_max_times.max(0) + 1)
             .unwrap_or(17);
+        // An orderly group reads each queue in order (Apache's POP orderly): nothing new from a
+        // queue while an earlier delivery is unresolved, and what comes back comes back first.
+        let orderly = cat
+            .groups
+            .get(&req.group)
+            .is_some_and(|g| g.consume_message_orderly);
         let mut dead = Vec::new();
         let order: Vec<i32> = if req.queue_id >= 0 {
             if req.queue_id >= nq {
@@ -214,20 +220,23 @@ impl Store {
             }
             let cq = self.queues.queue(&req.topic, q);
             let (min, max) = cq.as_ref().map(|c| (c.min(), c.max())).unwrap_or((0, 0));
-            let (cursor_before, expired) = {
+            let (cursor_before, expired, had_inflight) = {
                 let pq = p.queue(q);
                 pq.clamp_to_min(min);
+                for i in pq.inflight.values().filter(|i| i.visible_at > now) {
+                    next_visible =
+                        Some(next_visible.map_or(i.visible_at, |v: i64| v.min(i.visible_at)));
+                }
+                if orderly && pq.inflight.values().any(|i| i.visible_at > now) {
+                    continue; // blocked until that delivery is acked or visible again
+                }
                 let expired: Vec<(i64, i32, u64)> = pq
                     .inflight
                     .iter()
                     .filter(|(_, i)| i.visible_at <= now)
                     .map(|(o, i)| (*o, i.attempt + 1, i.token))
                     .collect();
-                for i in pq.inflight.values().filter(|i| i.visible_at > now) {
-                    next_visible =
-                        Some(next_visible.map_or(i.visible_at, |v: i64| v.min(i.visible_at)));
-                }
-                (pq.cursor, expired)
+                (pq.cursor, expired, !pq.inflight.is_empty())
             };
             let mut picks: Vec<(i64, i32, CqEntry)> = Vec::new();
             // Deliveries that can never be made (their record is damaged or gone): dropped.
@@ -273,7 +282,9 @@ impl Store {
                 }
             }
             let mut cursor = cursor_before;
-            if let Some(c) = &cq {
+            // Orderly: new messages only once every earlier delivery of the queue is resolved.
+            let fresh = !(orderly && had_inflight);
+            if let Some(c) = cq.as_ref().filter(|_| fresh) {
                 while picks.len() + out.len() < req.batch && cursor < max {
                     let o = cursor;
                     cursor += 1;
@@ -495,6 +506,17 @@ impl Store {
         };
         if let Some(d) = durability {
             self.await_change(d).await?;
+            // An ack may unblock an orderly group's queue: wake its long polls.
+            let orderly = self
+                .state
+                .catalog
+                .read()
+                .groups
+                .get(group)
+                .is_some_and(|g| g.consume_message_orderly);
+            if orderly {
+                self.notifier(topic).notify_waiters();
+            }
         }
         Ok(verdicts)
     }
