@@ -9,6 +9,8 @@ use rmq_store_node::store::{Delivery, NewMessage, PopRequest, Store};
 use std::sync::Arc;
 use std::time::Duration;
 
+const HOLD_MS: i64 = 3_000;
+
 fn pop(group: &str, invisible_ms: i64) -> PopRequest {
     PopRequest {
         group: group.into(),
@@ -80,7 +82,9 @@ async fn an_orderly_group_waits_for_each_queue_in_turn() {
         .unwrap();
     send(&store, 0, 10).await;
 
-    let first = store.pop(pop("Ordered", 300)).await.unwrap();
+    // Long enough that the checks below run well within it on a loaded machine.
+    let first_at = std::time::Instant::now();
+    let first = store.pop(pop("Ordered", HOLD_MS)).await.unwrap();
     assert_eq!(bodies(&first), names(0..10));
     let concurrent = store.pop(pop("Concurrent", 60_000)).await.unwrap();
     assert_eq!(bodies(&concurrent), names(0..10));
@@ -92,7 +96,7 @@ async fn an_orderly_group_waits_for_each_queue_in_turn() {
     }
     send(&store, 10, 3).await;
     // m5..m9 are unresolved: the orderly group gets nothing, the concurrent one the new ones.
-    assert!(store.pop(pop("Ordered", 300)).await.unwrap().is_empty());
+    assert!(store.pop(pop("Ordered", HOLD_MS)).await.unwrap().is_empty());
     assert_eq!(
         bodies(&store.pop(pop("Concurrent", 60_000)).await.unwrap()),
         names(10..13)
@@ -101,8 +105,13 @@ async fn an_orderly_group_waits_for_each_queue_in_turn() {
     store.shutdown();
     drop(store);
     let store: Arc<Store> = Store::open(config(&dir)).unwrap();
-    assert!(store.pop(pop("Ordered", 300)).await.unwrap().is_empty());
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(store.pop(pop("Ordered", HOLD_MS)).await.unwrap().is_empty());
+    let since = first_at.elapsed();
+    assert!(
+        since < Duration::from_millis(HOLD_MS as u64),
+        "checks ran within the hold"
+    );
+    tokio::time::sleep(Duration::from_millis(HOLD_MS as u64 + 200) - since).await;
     // Visible again: they come back first, in order, and alone.
     let again = store.pop(pop("Ordered", 60_000)).await.unwrap();
     assert_eq!(bodies(&again), names(5..10));
