@@ -128,20 +128,6 @@ pub fn key_at(rest: &[u8], key: &[u8]) -> bool {
     rest.len() > key.len() && rest[key.len()] == 1 && rest.starts_with(key)
 }
 
-/// Whether encoded properties hold `key`, comparing bytes only (no UTF-8 check).
-pub fn has_property(raw: &[u8], key: &str) -> bool {
-    pair_starts(raw).any(|i| key_at(&raw[i..], key.as_bytes()))
-}
-
-/// The value of `key` in encoded properties, if present and well-formed. Only the value found
-/// is checked for UTF-8, not every pair on the way.
-pub fn find_property<'a>(raw: &'a [u8], key: &str) -> Option<&'a str> {
-    let key = key.as_bytes();
-    let start = pair_starts(raw).find(|&i| key_at(&raw[i..], key))? + key.len() + 1;
-    let end = memchr::memchr(2, &raw[start..]).map_or(raw.len(), |n| start + n);
-    std::str::from_utf8(&raw[start..end]).ok()
-}
-
 /// Writes the record into `out` (exactly [`encoded_len`] bytes), stamping the offsets and store
 /// time the store assigned, then seals it with the record CRC.
 pub fn encode(
@@ -471,16 +457,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn property_lookup() {
+    fn pair_scan() {
         let raw = encode_properties([("KEYS", "k1 k2"), ("TAGS", "TagA"), ("TAG", "x")]);
-        assert_eq!(find_property(&raw, "TAGS"), Some("TagA"));
-        assert_eq!(find_property(&raw, "TAG"), Some("x"));
-        assert_eq!(find_property(&raw, "KEYS"), Some("k1 k2"));
-        assert_eq!(find_property(&raw, "TA"), None);
-        assert!(has_property(&raw, "TAGS") && !has_property(&raw, "UNIQ_KEY"));
-        assert_eq!(find_property(b"TAGS\x01v", "TAGS"), Some("v"));
-        assert_eq!(find_property(b"", "TAGS"), None);
-        assert_eq!(find_property(b"TAGS\x01\x02", "TAGS"), Some(""));
+        let keys: Vec<&[u8]> = pair_starts(&raw)
+            .filter(|&i| key_at(&raw[i..], b"TAG") || key_at(&raw[i..], b"TAGS"))
+            .map(|i| &raw[i..i + 4])
+            .collect();
+        assert_eq!(keys, vec![&b"TAGS"[..], &b"TAG\x01"[..]]);
+        assert_eq!(pair_starts(b"").count(), 0);
     }
 
     fn input<'a>(topic: &'a str, body: &'a [u8], props: &'a [u8]) -> RecordInput<'a> {

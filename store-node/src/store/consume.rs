@@ -28,7 +28,7 @@ struct Attempt {
 }
 
 /// Why a consume-queue entry's record cannot be delivered.
-enum Unreadable {
+pub(super) enum Unreadable {
     /// Not (or no longer) in the log, or a stale entry: nothing to deliver, nothing to count.
     Gone,
     /// The bytes fail verification.
@@ -102,7 +102,7 @@ impl Store {
     }
 
     /// Reads and verifies the record a queue entry points at.
-    fn read_entry(
+    pub(super) fn read_entry(
         &self,
         topic: &str,
         queue: i32,

@@ -4,11 +4,13 @@
 //! properties, born time and host, carries its delivery count as `reconsumeTimes`, and is written
 //! with the same flush and replication waits as a send.
 
+use super::consume::Unreadable;
 use super::{NewMessage, Store};
+use crate::consumequeue::CqEntry;
 use crate::error::{Result, StoreError};
 use crate::state::TopicCfg;
 use rmq_common::keys;
-use rmq_common::record::{RecordView, push_property};
+use rmq_common::record::{CRC_PROP_LEN, MAX_PROPERTIES_LEN, RecordView, push_property};
 use std::sync::atomic::Ordering;
 
 /// How long a delivery picked for the dead-letter topic stays invisible while it is moved. A
@@ -79,10 +81,29 @@ impl Store {
         topic: &str,
         d: &DeadLetter,
     ) -> Result<String> {
-        let record = self
-            .log
-            .read(d.phys, d.size as usize)
-            .ok_or(StoreError::InvalidHandle("the message is no longer stored"))?;
+        let entry = CqEntry {
+            phys: d.phys,
+            size: d.size,
+            tags_code: 0,
+        };
+        // Verified as a delivery is: a damaged record is never copied. It cannot be delivered
+        // either, so it leaves the group (counted and logged by the read) instead of coming back
+        // every hold period.
+        let record = match self.read_entry(topic, d.queue_id, d.offset, &entry) {
+            Ok(r) => r,
+            Err(Unreadable::Damaged | Unreadable::Gone) => {
+                self.ack(group, topic, d.queue_id, d.offset, d.token)
+                    .await?;
+                tracing::error!(
+                    group,
+                    topic,
+                    queue = d.queue_id,
+                    offset = d.offset,
+                    "message unreadable, dropped instead of dead-lettered"
+                );
+                return Ok(dlq_topic(group));
+            }
+        };
         let view = RecordView::parse(&record)?;
         let dlq = dlq_topic(group);
         self.ensure_dlq_topic(&dlq).await?;
@@ -103,6 +124,14 @@ impl Store {
         }
         push_property(&mut props, keys::DLQ_ORIGIN_TOPIC, topic);
         push_property(&mut props, keys::DLQ_ORIGIN_MESSAGE_ID, &msg_id);
+        if props.len() + CRC_PROP_LEN > MAX_PROPERTIES_LEN {
+            // The origin markers would not fit: the copy keeps the message's own properties
+            // rather than never being written.
+            props.clear();
+            for (k, v) in view.properties() {
+                push_property(&mut props, k, v);
+            }
+        }
         let copy = NewMessage {
             topic: dlq.clone(),
             queue_id: 0,
